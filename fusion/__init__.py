@@ -9,21 +9,17 @@ from .baselines import slerp, task_arithmetic, ties_merging
 from .batchnorm import BUFFER_RULES, merge_batchnorm_statistics
 from .checkpoint import NETWORK_PREFIXES, load_checkpoint, save_merged, select_network
 from .linear import interpolate, merge_by_prefix, merge_linear
+from .rebasin import (PermutationSpec, apply_permutation, mlp_permutation_spec,
+                      permutation_fraction_nonidentity, resnet_v1c_permutation_spec,
+                      weight_matching)
 from .state import check_compatible, check_finite, classify
 from .streaming import merge_safetensors_files
 
 __all__ = [
-    "BUFFER_RULES", "NETWORK_PREFIXES", "check_compatible", "check_finite", "classify",
+    "BUFFER_RULES", "NETWORK_PREFIXES", "PermutationSpec", "apply_permutation",
+    "mlp_permutation_spec", "permutation_fraction_nonidentity", "resnet_v1c_permutation_spec",
+    "weight_matching", "check_compatible", "check_finite", "classify",
     "interpolate", "load_checkpoint", "merge_batchnorm_statistics", "merge_by_prefix",
     "merge_linear", "merge_safetensors_files", "save_merged", "select_network", "slerp",
     "task_arithmetic", "ties_merging",
 ]
-
-try:
-    from .rebasin import (apply_permutation, mlp_permutation_spec, resnet_v1c_permutation_spec,
-                          weight_matching)
-except ImportError:  # Git Re-Basin module not present in this tree
-    pass
-else:
-    __all__ += ["apply_permutation", "mlp_permutation_spec", "resnet_v1c_permutation_spec",
-                "weight_matching"]
