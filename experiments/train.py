@@ -1,0 +1,391 @@
+"""Single-target self-training (DAFormer recipe) and its baselines: ``python -m experiments.train``.
+
+One run = one model: source -> target(s), segmentor, recipe, initialisation, seed. The run
+folder ``<runs_root>/train/<run name>`` is named by ``run_name`` (the only place run names
+are built) and holds ``checkpoints/latest.pth`` while training, then ``model.pth``
+(DAFormer layout: ``model.*`` student, ``ema_model.*`` teacher), ``metrics.json``,
+``log.jsonl`` and a manifest naming the network meant for merging. A finished run is
+skipped; an interrupted one resumes from its latest checkpoint bit-for-bit.
+
+Recipes (``recipe.mode``): ``selftrain`` (DAFormer: EMA teacher, confidence-weighted
+pseudo-labels, ClassMix, rare class sampling, ImageNet feature distance), ``source_only``
+and ``oracle`` (supervised on target labels). Several targets = data combination.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import checkpointing as ckpt
+from experiments import selftraining as st
+from experiments.logging_utils import TrainingLogger, quiet_libraries
+from experiments.runs import atomic_path, finish_run, is_complete, start_run
+
+log = logging.getLogger(__name__)
+
+# Short domain names used in run names only (full names everywhere else).
+DOMAIN_ALIASES = {"gta": "gta", "synthia": "syn", "cityscapes": "cs", "idd": "idd", "acdc": "acdc",
+                  "darkzurich": "dz"}
+
+
+def run_name(source: str, targets: list[str] | str, segmentor: str, recipe: str, init: str, seed: int) -> str:
+    """``<source>2<target[+target]>_<segmentor>_<recipe>_<init>_s<seed>``, e.g. gta2cs_mini_r18_daformer_shared_s0."""
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    for name in [source, *targets]:
+        if name not in DOMAIN_ALIASES:
+            raise ValueError(f"unknown domain {name!r}; known: {sorted(DOMAIN_ALIASES)}")
+    target = "+".join(DOMAIN_ALIASES[t] for t in targets)
+    return f"{DOMAIN_ALIASES[source]}2{target}_{segmentor}_{recipe}_{init}_s{seed}"
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    name = run_name(cfg.source.name, list(cfg.target.names), cfg.segmentor.name, cfg.recipe.name,
+                    cfg.init.name, int(cfg.seed))
+    return Path(cfg.runs_root) / "train" / name
+
+
+def init_seed(cfg: DictConfig) -> int:
+    """Seed of the random initialisation: per training seed, or also per target (different inits)."""
+    if cfg.init.seed_mode == "per_target":
+        return ckpt.iteration_seed(int(cfg.seed), zlib.crc32("+".join(cfg.target.names).encode()), 7)
+    return int(cfg.seed)
+
+
+def pretrained_backbone(cfg: DictConfig) -> Path | None:
+    """The ImageNet-style weights this run starts from (None for random initialisation)."""
+    if cfg.init.backbone == "random":
+        return None
+    if cfg.init.get("pretrained"):
+        return Path(cfg.init.pretrained)
+    mini = cfg.segmentor.name.startswith("mini_")
+    if not mini and int(cfg.init.pretrain_seed) != 0:
+        raise ValueError(f"init={cfg.init.name} at paper scale: set init.pretrained to the other backbone's weights")
+    if cfg.segmentor.get("pretrained"):
+        return Path(cfg.segmentor.pretrained)
+    if not mini:
+        raise ValueError(f"segmentor {cfg.segmentor.name}: set segmentor.pretrained to its ImageNet weights")
+    from experiments.pretrain import ensure_pretrained
+
+    return ensure_pretrained(cfg.segmentor.name, seed=int(cfg.init.pretrain_seed), runs_root=cfg.runs_root,
+                             overrides=OmegaConf.to_container(cfg.segmentor.overrides),
+                             **OmegaConf.to_container(cfg.pretrain))
+
+
+def build_networks(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Student, EMA teacher (or None) and the frozen encoder for the feature distance."""
+    from experiments.models import build_segmentor
+
+    overrides = OmegaConf.to_container(cfg.segmentor.overrides)
+    weights = pretrained_backbone(cfg)
+    torch.manual_seed(init_seed(cfg))
+    student = build_segmentor(cfg.segmentor.name, pretrained=weights, **overrides)
+    student.to(device)
+    recipe = cfg.recipe
+    teacher = None
+    if recipe.mode == "selftrain" and recipe.ema.enabled and cfg.init.teacher:
+        teacher = copy.deepcopy(student)  # alpha_0 = 0: the teacher starts as the student
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    imagenet = None
+    if recipe.mode != "oracle" and recipe.feature_distance.enabled and weights is not None:
+        imagenet = build_segmentor(cfg.segmentor.name, pretrained=weights, **overrides).backbone
+        imagenet.to(device)
+        imagenet.eval()
+        for p in imagenet.parameters():
+            p.requires_grad_(False)
+    return {"student": student, "teacher": teacher, "imagenet": imagenet, "pretrained": weights}
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module):
+    s = cfg.schedule
+    groups = st.param_groups(model, s.lr, s.weight_decay, s.head_lr_mult)
+    optimizer = torch.optim.AdamW(groups, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: st.lr_factor(it, s.max_iters, s.warmup_iters, s.warmup_ratio, s.power))
+    return optimizer, scheduler
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor, feats=None) -> torch.Tensor:
+    logits = model.decode_head(feats if feats is not None else model.extract_feat(x))
+    return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+
+def train_step(cfg: DictConfig, nets: dict, batch: dict, generator: torch.Generator) -> dict[str, float]:
+    """One iteration of the recipe; gradients are accumulated, the optimizer step is the caller's."""
+    recipe, student = cfg.recipe, nets["student"]
+    student.train()
+    out: dict[str, float] = {}
+    if recipe.mode == "oracle":
+        loss = st.weighted_cross_entropy(_logits(student, st.to_model_input(batch["target"])), batch["target_label"])
+        loss.backward()
+        return {"loss": loss.item(), "loss_target": loss.item()}
+    src = st.to_model_input(batch["source"])
+    feats = student.extract_feat(src)
+    loss = st.weighted_cross_entropy(_logits(student, src, feats), batch["source_label"])
+    out["loss_source"] = loss.item()
+    if nets["imagenet"] is not None:
+        with torch.no_grad():
+            reference = nets["imagenet"](src)[-1]
+        fd = st.feature_distance(feats[-1], reference, batch["source_label"], recipe.feature_distance.classes)
+        loss = loss + recipe.feature_distance.weight * fd
+        out["loss_feature_distance"] = fd.item()
+    loss.backward()
+    total = loss.item()
+    if recipe.mode == "selftrain":
+        # Without an EMA teacher (init=no_ema) the student labels its own target batch; its
+        # norm layers then also see target batch statistics, as the teacher's would.
+        teacher = nets["teacher"] or student
+        st.set_teacher_mode(teacher)
+        with torch.no_grad():
+            t_logits = _logits(teacher, st.to_model_input(batch["target"]))
+        student.train()
+        rows = batch["target"].shape[2]
+        margins = st.scaled_margins(rows) if recipe.pseudo_label.margins == "auto" else tuple(recipe.pseudo_label.margins)
+        plabel, pweight, confidence = st.pseudo_labels(t_logits, recipe.pseudo_label.threshold, margins)
+        image, label, weight = batch["target"], plabel, pweight
+        if recipe.mix.enabled:
+            mask = st.class_mix_masks(batch["source_label"], generator)
+            image = st.class_mix(mask, batch["source"], batch["target"])
+            label = st.class_mix(mask, batch["source_label"].long(), plabel)
+            weight = st.class_mix(mask, torch.ones_like(pweight), pweight)
+        image = st.color_jitter(image, generator, recipe.color_jitter.strength, recipe.color_jitter.probability)
+        image = st.gaussian_blur(image, generator, recipe.blur.probability, tuple(recipe.blur.sigma))
+        mix_loss = st.weighted_cross_entropy(_logits(student, st.to_model_input(image)), label, weight)
+        mix_loss.backward()
+        out.update(loss_target=mix_loss.item(), confidence=confidence)
+        total += mix_loss.item()
+    out["loss"] = total
+    return out
+
+
+def validate(cfg: DictConfig, model: torch.nn.Module, val_sets: dict) -> dict[str, float]:
+    """Mean IoU (percent) of ``model`` on each target's validation images."""
+    from analysis.metrics import mean_iou
+    from experiments.evaluate import evaluate_model
+
+    scores = {}
+    for name, dataset in val_sets.items():
+        confusion = evaluate_model(model, dataset, batch_size=cfg.schedule.val_batch_size, progress=False)
+        scores[f"val_miou_{name}"] = 100.0 * float(mean_iou(confusion))
+    model.train()
+    return scores
+
+
+def _state(nets: dict, optimizer, scheduler, iteration: int, cfg: DictConfig) -> dict[str, Any]:
+    return {"iteration": iteration, "model": nets["student"].state_dict(),
+            "teacher": nets["teacher"].state_dict() if nets["teacher"] is not None else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": ckpt.rng_state(), "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def save_model(path: Path, cfg: DictConfig, nets: dict, iteration: int) -> None:
+    """``model.pth`` in DAFormer's layout, with the network meant for merging named in ``meta``."""
+    state = {f"model.{k}": v for k, v in nets["student"].state_dict().items()}
+    if nets["teacher"] is not None:
+        state.update({f"ema_model.{k}": v for k, v in nets["teacher"].state_dict().items()})
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "segmentor": cfg.segmentor.name,
+            "saved_network": saved_network(cfg, nets), "iteration": iteration}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "meta": meta}, tmp)
+
+
+def saved_network(cfg: DictConfig, nets: dict) -> str:
+    if cfg.save_network not in ("student", "teacher"):
+        raise ValueError(f"save_network must be 'student' or 'teacher', got {cfg.save_network!r}")
+    return cfg.save_network if nets["teacher"] is not None else "student"
+
+
+class BatchMaker:
+    """The source/target batch of iteration t, a function of (seed, t) only.
+
+    Source images are drawn uniformly or by rare class sampling, targets uniformly from the
+    union of the target datasets (data combination when there are several); each image is
+    resized (paper scale), randomly cropped and flipped as in DAFormer's pipeline.
+    """
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        from experiments import datasets
+
+        self.cfg, self.device, self.seed = cfg, device, int(cfg.seed)
+        data, mode = cfg.data, cfg.recipe.mode
+        self.source = datasets.load(cfg.source.name, cfg.source.root, cfg.source.split, **cfg.source.options)
+        names, options = list(cfg.target.names), cfg.target.get("options") or {}
+        root = lambda n: (cfg.target.get("roots") or {}).get(n) or f"{cfg.data_root}/{n}"  # noqa: E731
+        self.targets = [datasets.load(n, root(n), cfg.target.split, with_labels=mode == "oracle",
+                                      **options.get(n, {})) for n in names]
+        self.offsets = [0]
+        for t in self.targets:
+            self.offsets.append(self.offsets[-1] + len(t))
+        self.val_sets = {}
+        if cfg.schedule.val_images:
+            for n in names:
+                val = datasets.load(n, root(n), "val", **options.get(n, {}))
+                self.val_sets[n] = [val[i] for i in range(min(len(val), int(cfg.schedule.val_images)))]
+        self._cache: dict | None = {} if data.cache_in_memory else None
+        self.rcs = None
+        if mode != "oracle" and cfg.recipe.rcs.enabled:
+            counts = class_counts(self.source, Path(cfg.runs_root) / "cache")
+            shape = self._item(self.source, 0, "source")["image"].shape[:2]
+            min_pixels = (st.scaled_min_pixels(cfg.recipe.rcs.min_pixels, shape) if cfg.recipe.rcs.scale_min_pixels
+                          else int(cfg.recipe.rcs.min_pixels))
+            self.rcs = st.RareClassSampler(counts, cfg.recipe.rcs.temperature, min_pixels)
+
+    def _item(self, dataset, index: int, role: str) -> dict:
+        key = (role, id(dataset), index)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        item = dataset[index]
+        size = self.cfg.source.resize if role == "source" else self.cfg.target.resize
+        if size is not None:
+            import cv2
+
+            h, w = int(size[0]), int(size[1])
+            item = dict(item, image=cv2.resize(item["image"], (w, h), interpolation=cv2.INTER_LINEAR))
+            if item["label"] is not None:
+                item["label"] = cv2.resize(item["label"], (w, h), interpolation=cv2.INTER_NEAREST)
+        if self._cache is not None:
+            self._cache[key] = item
+        return item
+
+    def _crop(self, item: dict, g: torch.Generator, rare_class: int | None) -> tuple:
+        image, label = item["image"], item["label"]
+        crop = self.cfg.data.crop
+        if crop is not None:
+            ch, cw = min(int(crop[0]), image.shape[0]), min(int(crop[1]), image.shape[1])
+            attempts = int(self.cfg.recipe.rcs.recrop) if rare_class is not None else 1
+            for _ in range(attempts):  # DAFormer re-crops until the rare class is in view
+                y = int(torch.randint(image.shape[0] - ch + 1, (1,), generator=g))
+                x = int(torch.randint(image.shape[1] - cw + 1, (1,), generator=g))
+                if rare_class is None or (label[y:y + ch, x:x + cw] == rare_class).sum() > \
+                        self.rcs.min_pixels * self.cfg.recipe.rcs.min_crop_ratio:
+                    break
+            image = image[y:y + ch, x:x + cw]
+            label = label[y:y + ch, x:x + cw] if label is not None else None
+        if torch.rand(1, generator=g).item() < self.cfg.data.flip:
+            image = image[:, ::-1]
+            label = label[:, ::-1] if label is not None else None
+        img = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0
+        return img, (torch.from_numpy(label.copy()).long() if label is not None else None)
+
+    def _stack(self, pairs: list) -> tuple:
+        images = torch.stack([p[0] for p in pairs]).to(self.device)
+        labels = torch.stack([p[1] for p in pairs]).to(self.device) if pairs[0][1] is not None else None
+        return images, labels
+
+    def batch(self, iteration: int) -> dict[str, torch.Tensor]:
+        g = ckpt.iteration_generator(self.seed, iteration, 1)
+        out: dict[str, torch.Tensor] = {}
+        if self.cfg.recipe.mode != "oracle":
+            pairs = []
+            for _ in range(int(self.cfg.data.source_batch)):
+                cls, index = self.rcs.sample(g) if self.rcs else (None, int(torch.randint(len(self.source), (1,), generator=g)))
+                pairs.append(self._crop(self._item(self.source, index, "source"), g, cls))
+            out["source"], out["source_label"] = self._stack(pairs)
+        if self.cfg.recipe.mode != "source_only":
+            pairs = []
+            for _ in range(int(self.cfg.data.target_batch)):
+                flat = int(torch.randint(self.offsets[-1], (1,), generator=g))
+                k = max(i for i, o in enumerate(self.offsets[:-1]) if o <= flat)
+                pairs.append(self._crop(self._item(self.targets[k], flat - self.offsets[k], "target"), g, None))
+            if self.cfg.recipe.mode == "oracle" and any(p[1] is None for p in pairs):
+                raise ValueError(f"recipe=oracle needs target labels; {self.cfg.target.names} "
+                                 f"split {self.cfg.target.split!r} has none")
+            out["target"], out["target_label"] = self._stack(pairs)
+        return out
+
+
+def class_counts(dataset, cache_dir: Path) -> np.ndarray:
+    """N x 19 class pixel counts of a labelled dataset, cached by its label files' identity."""
+    key = hashlib.sha256("\n".join(map(str, dataset.label_paths)).encode()).hexdigest()[:16]
+    path = cache_dir / f"class_counts_{dataset.name}_{key}.npy"
+    if path.exists():
+        return np.load(path)
+    counts = np.stack([np.bincount(dataset.read_label(i).ravel(), minlength=256)[:19] for i in range(len(dataset))])
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, counts)
+    return counts
+
+
+def train(cfg: DictConfig) -> Path:
+    """Train (or resume, or skip when finished) the run ``cfg`` describes; return its folder."""
+    run_dir = run_dir_for(cfg)
+    if is_complete(run_dir) and (run_dir / "model.pth").exists():
+        log.info("%s is complete; skipping", run_dir)
+        return run_dir
+    quiet_libraries()
+    res = cfg.resources
+    torch.set_num_threads(max(1, min(int(res.threads), os.cpu_count() or 1)))
+    device = torch.device(res.device if res.device != "cuda" or torch.cuda.is_available() else "cpu")
+    ckpt.seed_everything(int(cfg.seed))
+    nets = build_networks(cfg, device)
+    inputs = {"pretrained_backbone": nets["pretrained"]} if nets["pretrained"] else {}
+    start_run(run_dir, "train", cfg, inputs=inputs, stand_in=cfg.segmentor.name.startswith("mini_"))
+    optimizer, scheduler = build_optimizer(cfg, nets["student"])
+    start = 0
+    state = ckpt.load_checkpoint(run_dir / "checkpoints")
+    if state is not None:
+        nets["student"].load_state_dict(state["model"])
+        if nets["teacher"] is not None:
+            nets["teacher"].load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        start = int(state["iteration"])
+        log.info("resuming %s at iteration %d (%s)", run_dir.name, start, state["loaded_from"])
+    batches = BatchMaker(cfg, device)
+    s = cfg.schedule
+    logger = TrainingLogger(run_dir, run_dir.name, OmegaConf.to_container(cfg, resolve=True),
+                            wandb_mode=cfg.logger.wandb_mode, project=cfg.logger.project, total=s.max_iters,
+                            start=start, progress=cfg.logger.progress)
+    evaluated = saved_network(cfg, nets)
+    try:
+        for it in range(start, s.max_iters):
+            # Every iteration draws from its own seeds: resuming replays nothing (checkpointing.py).
+            torch.manual_seed(ckpt.iteration_seed(int(cfg.seed), it, 0))
+            if nets["teacher"] is not None and it > 0:
+                st.ema_update(nets["teacher"], nets["student"], it, cfg.recipe.ema.alpha)
+            optimizer.zero_grad(set_to_none=True)
+            batch = batches.batch(it)
+            metrics = train_step(cfg, nets, batch, ckpt.iteration_generator(int(cfg.seed), it, 2))
+            optimizer.step()
+            scheduler.step()
+            logger.advance()
+            done = it + 1
+            if done % s.log_interval == 0 or done == s.max_iters:
+                logger.log(done, dict(metrics, lr=min(scheduler.get_last_lr())))
+            if s.val_interval and done % s.val_interval == 0 and done < s.max_iters:
+                logger.log(done, validate(cfg, nets[evaluated], batches.val_sets))
+            if done % s.checkpoint_interval == 0 or done == s.max_iters:
+                ckpt.save_checkpoint(run_dir / "checkpoints", _state(nets, optimizer, scheduler, done, cfg))
+        scores = validate(cfg, nets[evaluated], batches.val_sets) if batches.val_sets else {}
+        logger.log(s.max_iters, scores)
+    finally:
+        logger.close()
+    save_model(run_dir / "model.pth", cfg, nets, s.max_iters)
+    overrides = OmegaConf.to_container(cfg.segmentor.overrides)
+    finish_run(run_dir, outputs={"model": run_dir / "model.pth"},
+               metrics={**scores, "network": evaluated, "iterations": s.max_iters},
+               model={"segmentor": cfg.segmentor.name, "overrides": overrides, "network": evaluated})
+    return run_dir
+
+
+@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    print(train(cfg))
+
+
+if __name__ == "__main__":
+    main()
