@@ -87,7 +87,10 @@ def run_merge(cfg: DictConfig | Mapping[str, Any]) -> Path:
                                        {**meta, "head_of": str(members[index])})
             outputs[f"head{index}_safetensors"] = paths["safetensors"]
             outputs[f"head{index}_pth"] = paths["pth"]
-    finish_run(run_dir, outputs, method=spec.method, heads=len(merged))
+    # ``model`` (segmentor name, build overrides) lets later stages rebuild the network.
+    model = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None
+    finish_run(run_dir, outputs, method=spec.method, heads=len(merged),
+               **({"model": dict(model, network="merged")} if model else {}))
     log.info("merged %d models (%s) into %s", len(members), spec.method, run_dir)
     return run_dir
 
