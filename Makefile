@@ -1,16 +1,21 @@
 # One command per job; every job runs `setup` first, so each works on a fresh clone.
+# Results on the default scale come from the generated miniature stand-in (scale=mini);
+# add ARGS="scale=paper" for the real datasets (see README).
 PY := .venv/bin/python
+ARGS ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export MPLBACKEND := Agg
 
-.PHONY: setup test test-fast data reproduce-table1 clean
+.PHONY: setup test test-fast data smoke reproduce-table1 reproduce-table3 reproduce-table4 \
+        figure-lmc figure-rebasin figure-classification fashion-mnist reproduce-tta figures report \
+        bench clean
 
 setup:
 	@bash scripts/setup.sh
 
-# The whole suite that fits on a 2-core CPU machine (slow tests included).
+# The whole suite that fits on a 2-core CPU machine (slow and SLURM tests included).
 test: setup
 	$(PY) -m pytest -q -m "not gpu"
 
@@ -20,6 +25,52 @@ test-fast: setup
 
 data: setup
 	$(PY) -m experiments.miniature
+
+# Every stage at a few iterations on a small miniature.
+smoke: setup
+	$(PY) -m experiments.reproduce study=table1 scale=smoke seeds=[0] runs_root=runs/smoke results_dir=results/smoke
+
+reproduce-table1: setup
+	$(PY) -m experiments.reproduce study=table1 $(ARGS)
+
+reproduce-table3: setup
+	$(PY) -m experiments.reproduce study=table3 $(ARGS)
+
+reproduce-table4: setup
+	$(PY) -m experiments.reproduce study=table4 $(ARGS)
+
+figure-lmc: setup
+	$(PY) -m experiments.reproduce study=lmc $(ARGS)
+
+figure-rebasin: setup
+	$(PY) -m experiments.reproduce study=rebasin $(ARGS)
+
+# Real Fashion-MNIST from Debian's dataset-fashion-mnist package (installed when root).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@if [ ! -d $(FASHION_MNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else echo "Fashion-MNIST missing: install Debian's dataset-fashion-mnist or pass ARGS=\"data.root=<folder with *-ubyte.gz>\""; exit 1; fi; \
+	fi
+
+figure-classification: setup fashion-mnist
+	$(PY) -m experiments.classify $(ARGS)
+
+reproduce-tta: setup
+	$(PY) -m experiments.adapt $(ARGS)
+
+figures: figure-lmc figure-rebasin figure-classification
+
+report: setup
+	$(PY) -m analysis.report --results results
+
+bench: setup
+	$(PY) benchmarks/merge.py
+	$(PY) benchmarks/evaluate.py --threads 1
+	$(PY) benchmarks/interpolate.py
+	$(PY) benchmarks/train.py
+	$(PY) benchmarks/adapt.py
 
 clean:
 	rm -rf runs results outputs multirun wandb
