@@ -1,12 +1,15 @@
 """Linear-mode-connectivity curves evaluated in one pass over the data.
 
 A curve theta(alpha) = (1 - alpha) theta_A + alpha theta_B (paper Sec. 4, Fig. LMC)
-needs every alpha evaluated on every target domain. Decoding and normalising the
-images dominates small-model evaluation, so each batch is prepared once and then
-run through every point of the path with ``torch.func.functional_call``: the
-weights of point i are swapped in for the call, the module itself is never
-rewritten. The naive loop (one full evaluation per alpha) is kept for the
-benchmark and as the reference in tests.
+needs every alpha evaluated on every target domain. Each batch is decoded and
+normalised once and then run through every point of the path with
+``torch.func.functional_call``: the weights of point i are swapped in for the call,
+the module itself is never rewritten. Batching (runs of equal image size) and the
+post-processing (one bilinear step to the label size, first-maximum class) are those
+of ``experiments.evaluate.evaluate_model``, so every point's confusion matrix is
+identical to a full evaluation of that point. The naive loop (one full evaluation
+per alpha) is kept for the benchmark (benchmarks/interpolate.py) and as the
+reference in tests.
 """
 
 from __future__ import annotations
@@ -15,23 +18,24 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 
 import fusion
 from analysis.metrics import ConfusionMatrix
 from experiments.evaluate import evaluate_model
-from experiments.models import normalize, segment
+from experiments.models import normalize
 
 
 class _Segmenter(torch.nn.Module):
-    """Wraps a segmentor so that ``functional_call`` can reparametrise ``segment``."""
+    """Wraps a segmentor so that ``functional_call`` can reparametrise its decoder logits."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return segment(self.model, images)
+        return self.model.decode_head(self.model.extract_feat(images))
 
 
 def path_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
@@ -41,14 +45,24 @@ def path_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
 
 
 def _batches(dataset: Sequence[dict], batch_size: int):
+    """``evaluate_model``'s batches: chunks of ``batch_size`` split into runs of equal size."""
     for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        shapes = {item["image"].shape for item in items}
-        if len(shapes) > 1:  # mixed sizes cannot be stacked: fall back to one image a batch
-            for item in items:
-                yield [item]
-        else:
-            yield items
+        groups: dict[tuple, list[dict]] = {}
+        for index in range(start, min(start + batch_size, len(dataset))):
+            item = dataset[index]
+            if item.get("label") is None:
+                raise ValueError(f"{item.get('path', '<item>')}: evaluation needs labels, this split has none")
+            groups.setdefault((item["image"].shape, item["label"].shape), []).append(item)
+        yield from groups.values()
+
+
+def _predict(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Class ids at the label size, exactly as ``evaluate_model`` computes them."""
+    if logits.shape[2:] != size:
+        logits = F.interpolate(logits.float().contiguous(memory_format=torch.channels_last), size=size,
+                               mode="bilinear", align_corners=False)
+    # max(1).indices, not argmax(1): the same first-maximum rule, many times faster on CPU.
+    return logits.max(1).indices
 
 
 @torch.inference_mode()
@@ -76,14 +90,11 @@ def evaluate_path(model: torch.nn.Module, state_dicts: Sequence[Mapping[str, tor
     points = [{f"model.{k}": v.to(device) for k, v in sd.items()} for sd in state_dicts]
     meters = [ConfusionMatrix(num_classes, device=device) for _ in points]
     for items in _batches(dataset, batch_size):
-        labels = [item["label"] for item in items]
-        if any(label is None for label in labels):
-            raise ValueError(f"{items[0]['path']}: evaluation needs labels, this split has none")
-        images = normalize(np.stack([item["image"] for item in items])).to(device)
-        target = torch.from_numpy(np.stack(labels)).to(device)
+        images = normalize(torch.from_numpy(np.stack([item["image"] for item in items])).to(device))
+        target = torch.from_numpy(np.stack([item["label"] for item in items])).to(device)
         for weights, meter in zip(points, meters):
             logits = functional_call(wrapper, weights, (images,), strict=False)
-            meter.update(logits.argmax(1), target)
+            meter.update(_predict(logits, target.shape[1:]), target)
         if progress is not None:
             progress(len(items))
     return np.stack([np.asarray(meter.matrix.cpu() if torch.is_tensor(meter.matrix) else meter.matrix)

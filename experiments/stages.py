@@ -64,12 +64,14 @@ def train_models(cfg: DictConfig, jobs: Mapping[Any, DictConfig]) -> dict[Any, P
     are trained once. With ``workers > 1`` unfinished runs train side by side in
     spawned processes; pretraining runs first, here, so workers never race on it.
     """
-    from experiments.train import pretrained_backbone, run_dir_for, train
+    from experiments.train import missing_snapshots, pretrained_backbone, run_dir_for, train
 
     folders = {key: run_dir_for(job) for key, job in jobs.items()}
     pending = {}
     for key, job in jobs.items():
-        if not is_complete(folders[key]) and folders[key] not in pending:
+        # A finished run still trains again when the job asks for snapshots it lacks (train.py).
+        done = is_complete(folders[key]) and not missing_snapshots(job, folders[key])
+        if not done and folders[key] not in pending:
             pending[folders[key]] = job
     for job in pending.values():
         pretrained_backbone(job)

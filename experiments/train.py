@@ -7,6 +7,12 @@ are built) and holds ``checkpoints/latest.pth`` while training, then ``model.pth
 ``log.jsonl`` and a manifest naming the network meant for merging. A finished run is
 skipped; an interrupted one resumes from its latest checkpoint bit-for-bit.
 
+``schedule.snapshot_iters`` asks for ``snapshots/iter_<k>.pth`` (model.pth's layout) when
+iteration k completes, for studies across training (Git Re-Basin figure). Snapshots are not
+part of the run name: training is a pure function of (seed, iteration), so a run asked for
+snapshots it lacks (finished earlier without them) is trained again from iteration 0, writing
+them on the way and the same model.pth at the end.
+
 Recipes (``recipe.mode``): ``selftrain`` (DAFormer: EMA teacher, confidence-weighted
 pseudo-labels, ClassMix, rare class sampling, ImageNet feature distance), ``source_only``
 and ``oracle`` (supervised on target labels). Several targets = data combination.
@@ -30,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import checkpointing as ckpt
 from experiments import selftraining as st
+from experiments.dataprep import class_statistics, load_class_statistics
 from experiments.logging_utils import TrainingLogger, quiet_libraries
 from experiments.runs import atomic_path, finish_run, is_complete, start_run
 
@@ -307,22 +314,69 @@ class BatchMaker:
 
 
 def class_counts(dataset, cache_dir: Path) -> np.ndarray:
-    """N x 19 class pixel counts of a labelled dataset, cached by its label files' identity."""
+    """N x 19 class pixel counts of a labelled dataset, cached by its label files' identity.
+
+    The cache is the data-prep file of ``experiments.dataprep`` (rare class sampling).
+    """
     key = hashlib.sha256("\n".join(map(str, dataset.label_paths)).encode()).hexdigest()[:16]
-    path = cache_dir / f"class_counts_{dataset.name}_{key}.npy"
-    if path.exists():
-        return np.load(path)
-    counts = np.stack([np.bincount(dataset.read_label(i).ravel(), minlength=256)[:19] for i in range(len(dataset))])
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, counts)
-    return counts
+    path = cache_dir / f"class_stats_{dataset.name}_{key}.json"
+    records = load_class_statistics(path) if path.exists() else class_statistics(dataset, path)
+    return np.array([[r["counts"].get(c, 0) for c in range(19)] for r in records], dtype=np.int64)
+
+
+def snapshot_path(run_dir: Path, iteration: int) -> Path:
+    return Path(run_dir) / "snapshots" / f"iter_{int(iteration)}.pth"
+
+
+def missing_snapshots(cfg: DictConfig, run_dir: Path) -> list[int]:
+    """Iterations of ``schedule.snapshot_iters`` whose snapshot file does not exist yet."""
+    wanted = list(cfg.schedule.get("snapshot_iters") or [])
+    bad = [k for k in wanted if not isinstance(k, int) or not 1 <= k <= int(cfg.schedule.max_iters)]
+    if bad:
+        raise ValueError(f"schedule.snapshot_iters: {bad} are not iterations in 1..{cfg.schedule.max_iters}")
+    return sorted(k for k in set(wanted) if not snapshot_path(run_dir, k).exists())
+
+
+# Keys that do not change what a run computes: a run folder may be resumed or reused
+# with other values of these (another logger, machine, launcher, runs root).
+_RUN_INDEPENDENT = ("logger", "resources", "launcher", "runs_root", "local", "schedule.snapshot_iters",
+                    "schedule.log_interval")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_conflicts(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """Keys whose value differs from the config a run folder was started with.
+
+    Run names carry source, targets, segmentor, recipe, init and seed, not every value;
+    this catches the rest (e.g. another schedule) instead of silently reusing the run.
+    """
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return []
+    saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False))
+    wanted = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    keys = sorted(set(saved) | set(wanted))
+    return [f"{k}: run has {saved.get(k)!r}, asked {wanted.get(k)!r}" for k in keys
+            if not k.startswith(_RUN_INDEPENDENT) and saved.get(k) != wanted.get(k)]
 
 
 def train(cfg: DictConfig) -> Path:
     """Train (or resume, or skip when finished) the run ``cfg`` describes; return its folder."""
     run_dir = run_dir_for(cfg)
-    if is_complete(run_dir) and (run_dir / "model.pth").exists():
+    conflicts = config_conflicts(cfg, run_dir)
+    if conflicts:
+        raise ValueError(f"{run_dir} was started with another config; delete it or use another "
+                         f"runs_root. Differences: " + "; ".join(conflicts[:8]))
+    missing = missing_snapshots(cfg, run_dir)
+    if is_complete(run_dir) and (run_dir / "model.pth").exists() and not missing:
         log.info("%s is complete; skipping", run_dir)
         return run_dir
     quiet_libraries()
@@ -336,6 +390,11 @@ def train(cfg: DictConfig) -> Path:
     optimizer, scheduler = build_optimizer(cfg, nets["student"])
     start = 0
     state = ckpt.load_checkpoint(run_dir / "checkpoints")
+    if state is not None and missing and missing[0] <= int(state["iteration"]):
+        # Only the latest state is kept: an earlier snapshot needs the run replayed from 0.
+        log.warning("%s: snapshots %s requested after iteration %d; training again from 0", run_dir,
+                    missing, int(state["iteration"]))
+        state = None
     if state is not None:
         nets["student"].load_state_dict(state["model"])
         if nets["teacher"] is not None:
@@ -368,6 +427,8 @@ def train(cfg: DictConfig) -> Path:
                 logger.log(done, dict(metrics, lr=min(scheduler.get_last_lr())))
             if s.val_interval and done % s.val_interval == 0 and done < s.max_iters:
                 logger.log(done, validate(cfg, nets[evaluated], batches.val_sets))
+            if done in missing:
+                save_model(snapshot_path(run_dir, done), cfg, nets, done)
             if done % s.checkpoint_interval == 0 or done == s.max_iters:
                 ckpt.save_checkpoint(run_dir / "checkpoints", _state(nets, optimizer, scheduler, done, cfg))
         scores = validate(cfg, nets[evaluated], batches.val_sets) if batches.val_sets else {}
@@ -382,10 +443,16 @@ def train(cfg: DictConfig) -> Path:
     return run_dir
 
 
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+# An absolute path: the entry point below runs this function from the importable module.
+@hydra.main(config_path=str(Path(__file__).resolve().parents[1] / "configs"), config_name="train",
+            version_base="1.3")
 def main(cfg: DictConfig) -> None:
     print(train(cfg))
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's main, not __main__'s: submitit then pickles this module's
+    # functions by reference. By value (as __main__) cloudpickle fails on torch.classes.
+    from experiments.train import main as importable_main
+
+    importable_main()

@@ -155,3 +155,12 @@ def test_every_config_option_composes_and_names_a_distinct_run(tmp_path):
     counted = sum(len(list((ROOT / "configs" / g).glob("*.yaml"))) for g in ("source", "target", "segmentor",
                                                                           "recipe", "init"))
     assert len(names) == counted - 4  # the defaults (gta, cityscapes, mini_r18, daformer, shared) repeat
+
+
+def test_a_run_folder_started_with_another_config_is_refused_not_reused(tiny_data, tmp_path):
+    run_dir = train(_cfg(tiny_data, tmp_path))
+    # Another logger or runs root computes the same run: reused.
+    assert train(_cfg(tiny_data, tmp_path, "logger.progress=true")) == run_dir
+    # Another learning rate is another run under the same name: refused, naming the key.
+    with pytest.raises(ValueError, match=r"schedule\.lr: run has"):
+        train(_cfg(tiny_data, tmp_path, "schedule.lr=0.5"))
