@@ -9,16 +9,16 @@ folders by deterministic names, never by parsing logs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from fusion.checkpoint import atomic_file, sha256_of
 
 STAND_IN_NOTE = (
     "Results on the miniature benchmark: a procedurally generated stand-in for the "
@@ -26,26 +26,11 @@ STAND_IN_NOTE = (
 )
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
-
-    Nothing is left behind (and an existing ``path`` is untouched) when the body
-    raises, so a reader never sees a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+# One atomic writer and one checksum for the whole project: fusion's (the lowest layer).
+# ``atomic_path`` yields a temporary path beside the target and renames it onto the
+# target only when the body succeeds, so a reader never sees a half-written file.
+atomic_path = atomic_file
+sha256_file = sha256_of
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -55,14 +40,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_sha() -> str | None:
