@@ -118,3 +118,30 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+def log_study(name: str, config: dict, records: list[dict], files: list[Path], wandb_mode: str = "auto",
+              project: str = "mtda-merge", group: str | None = None, directory: str | os.PathLike = "runs") -> None:
+    """One wandb run per study: its config, every result record, and tables/figures as an artifact.
+
+    Runs of one sweep share ``group`` (the sweep's folder), so they are shown together.
+    Nothing is logged with ``wandb_mode`` none.
+    """
+    mode = resolve_wandb_mode(wandb_mode)
+    if mode == "disabled":
+        return
+    import wandb
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=project, name=name, group=group or name, job_type="study", dir=str(directory),
+                     mode=mode, config=config, reinit="finish_previous")
+    try:
+        columns = sorted({key for record in records for key in record})
+        run.log({"records": wandb.Table(columns=columns,
+                                        data=[[_plain(r.get(c)) for c in columns] for r in records])})
+        artifact = wandb.Artifact(f"{name}-results", type="results")
+        for path in files:
+            artifact.add_file(str(path))
+        run.log_artifact(artifact)
+    finally:
+        run.finish()

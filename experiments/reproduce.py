@@ -18,11 +18,12 @@ from typing import Any
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from analysis.metrics import mean_iou
 from analysis.report import record_artifacts, write_report
 from experiments import stages
+from experiments.logging_utils import log_study
 from experiments.runs import STAND_IN_NOTE
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
         {"title": study.title, "files": [str(f) for f in files], "stand_in": stand_in,
          "runs": sorted(set(runs)), "summary": f"seeds {list(cfg.seeds)}; {study.get('summary', '')}"}])
     write_report(cfg.results_dir)
+    log_study(study.name, OmegaConf.to_container(cfg, resolve=True), records, files, cfg.logger.wandb_mode,
+              cfg.logger.project, cfg.logger.get("group"), Path(cfg.runs_root) / "wandb")
     log.info("study %s finished in %.0f s", study.name, time.time() - started)
     return {"records": records, "files": files, "seconds": time.time() - started}
 
@@ -93,6 +96,13 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(config_path="../configs", config_name="reproduce", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if cfg.logger.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
+        with open_dict(cfg):  # the runs of one sweep share a wandb group
+            cfg.logger.group = Path(hydra_cfg.sweep.dir).name
     log.info("\n%s", OmegaConf.to_yaml(cfg))
     result = run_study(cfg)
     for path in result["files"]:

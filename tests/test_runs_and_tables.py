@@ -104,3 +104,16 @@ def test_report_links_every_artifact_and_flags_the_stand_in(tmp_path):
     text = render(tmp_path)
     assert "[md](table1/table1.md)" in text and "stand-in (miniature)" in text and "`runs/train/x`" in text
     assert STAND_IN_NOTE in text and "TABLE" in text
+
+
+def test_a_study_is_logged_to_wandb_offline_with_its_records_and_files(tmp_path, monkeypatch):
+    from experiments.logging_utils import log_study
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    table = tmp_path / "t.csv"
+    table.write_text("a,b\n1,2\n")
+    log_study("table1", {"seeds": [0]}, _records(), [table], "auto", group="sweep", directory=tmp_path / "w")
+    runs = list((tmp_path / "w" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    log_study("table1", {}, _records(), [table], "none", directory=tmp_path / "off")
+    assert not (tmp_path / "off").exists()
