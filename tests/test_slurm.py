@@ -4,6 +4,10 @@ The session fixture installs and starts the cluster under its own temp dir and s
 only the daemons it started. Needs root (apt-get, daemons); skipped otherwise, and
 when apt cannot install the packages, unless MTDA_REQUIRE_SLURM=1 or CI is set, in
 which case those conditions fail the run instead.
+
+Sweeps: a toy app (every job completes; a job that dies fails its sweep with a message,
+never hangs), then the miniature itself: `experiments.train -m launcher=slurm` over
+seeds and `experiments.reproduce -m` over seeds, each job a task of one SLURM job array.
 """
 
 from __future__ import annotations
@@ -136,3 +140,116 @@ def test_a_job_that_dies_fails_the_sweep_with_a_message(cluster, tmp_path):
         results_dir = tmp_path / how / "results"
         assert json.loads((results_dir / "value_1.json").read_text())["square"] == 1
         assert not (results_dir / "value_4.json").exists()
+
+
+# The miniature through the cluster: experiments.train as a SLURM job array, one job per seed.
+MINI_SEEDS = (0, 1)
+MINI_SWEEP_TIMEOUT_S = 420
+MINI_TRAIN = ["experiment=smoke", "schedule.max_iters=2", "schedule.val_interval=0", "schedule.val_images=2",
+              "logger.progress=false", "pretrain.steps=2", "pretrain.batch_size=4", "pretrain.crop=32",
+              "resources=cpu_mini"]
+
+
+def _slurm_resources() -> list[str]:
+    """The cluster's launcher settings (sweep_overrides) as the resources.slurm keys launcher=slurm reads."""
+    mapped = []
+    for override in slurm_cluster.sweep_overrides():
+        key, _, value = override.partition("=")
+        if key.startswith("hydra.launcher."):
+            mapped.append(f"resources.slurm.{key.removeprefix('hydra.launcher.')}={value}")
+    assert len(mapped) == len(slurm_cluster.sweep_overrides()) - 1, "a launcher setting has no resources key"
+    return mapped
+
+
+def _check_job_array(env: dict[str, str], sweep: Path, jobs: int) -> None:
+    """Each job of the sweep ran as a task of one SLURM job array, and accounting saw each complete."""
+    tasks = sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and "_" in p.name)
+    assert len(tasks) == jobs and len({t.split("_")[0] for t in tasks}) == 1, tasks
+    assert {_final_sacct_state(env, task) for task in tasks} == {"COMPLETED"}
+
+
+def test_miniature_training_sweep_runs_on_the_cluster(cluster, tmp_path):
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from experiments.miniature import generate
+    from experiments.runs import read_manifest, sha256_file
+    from experiments.train import pretrained_backbone, run_dir_for
+
+    data, runs, sweep = tmp_path / "data", tmp_path / "runs", tmp_path / "multirun"
+    generate(data, size=(64, 32), n_train=4, n_val=2, n_source=6, datasets=["gta", "cityscapes"], preview=False)
+    overrides = [*MINI_TRAIN, f"data_root={data}", f"runs_root={runs}"]
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+        cfgs = [compose("train", overrides=[*overrides, f"seed={s}"]) for s in MINI_SEEDS]
+    # Pretraining is shared by every job of the sweep: done once up front, as the study
+    # pipeline does, so the jobs never race on it.
+    pretrained_backbone(cfgs[0])
+    argv = [sys.executable, "-m", "experiments.train", "-m", "launcher=slurm", *_slurm_resources(),
+            *overrides, "seed=" + ",".join(map(str, MINI_SEEDS)), f"hydra.sweep.dir={sweep}"]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, env=cluster, cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                              text=True, timeout=MINI_SWEEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"miniature sweep hung for {MINI_SWEEP_TIMEOUT_S} s")
+    print(f"\n[slurm] miniature sweep of {len(MINI_SEEDS)} trainings took {time.monotonic() - t0:.1f} s")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _check_job_array(cluster, sweep, len(MINI_SEEDS))
+    weights = []
+    for cfg in cfgs:
+        run_dir = run_dir_for(cfg)
+        manifest = read_manifest(run_dir)
+        assert manifest["status"] == "complete", manifest
+        assert json.loads((run_dir / "metrics.json").read_text())["iterations"] == 2
+        assert manifest["model"] == {"segmentor": "mini_r18", "overrides": {}, "network": "student"}
+        recorded = manifest["outputs"]["model"]
+        assert recorded["path"] == "model.pth" and recorded["sha256"] == sha256_file(run_dir / "model.pth")
+        state = torch.load(run_dir / "model.pth", map_location="cpu", weights_only=False)["state_dict"]
+        weights.append(state["model.decode_head.conv_seg.weight"])
+    # The seed override reached each job: the two runs trained differently.
+    assert not torch.equal(weights[0], weights[1])
+
+
+def test_study_pipeline_sweep_runs_on_the_cluster(cluster, tmp_path):
+    """``experiments.reproduce -m`` through submitit: one table1 study per seed, as SLURM jobs.
+
+    Each job composes its training configs inside the job (hydra's compose API), trains,
+    merges, evaluates and writes its own table.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from experiments import stages
+    from experiments.train import pretrained_backbone
+
+    tiny = ["schedule=smoke", "schedule.max_iters=2", "schedule.val_interval=0", "schedule.val_images=2",
+            "segmentor=${scale.segmentors.main}", "data_root=${scale.data_root}", "logger=none",
+            "logger.progress=false", "resources=cpu_mini", "pretrain.steps=2", "pretrain.batch_size=4",
+            "pretrain.crop=32"]
+    common = ["study=table1", "scale=smoke", f"runs_root={tmp_path / 'runs'}", f"scale.data_root={tmp_path / 'data'}",
+              "scale.generate.n_val=4", "workers=1"]
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(str(root / "configs"), version_base="1.3"):
+        cfg = compose("reproduce", overrides=[*common, "seeds=[0]"])
+        cfg.scale.train_overrides = tiny
+        # Data and pretraining are shared by both jobs: made once up front (as run_study does
+        # before it trains) so that the jobs never race on them.
+        stages.ensure_data(cfg)
+        pretrained_backbone(stages.compose_train(cfg, [], 0))
+    argv = [sys.executable, "-m", "experiments.reproduce", "-m", *slurm_cluster.sweep_overrides(), *common,
+            "seeds=[0],[1]", "scale.train_overrides=[" + ",".join(f"'{o}'" for o in tiny) + "]",
+            f"results_dir='{tmp_path}/results_${{hydra:job.num}}'", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, env=cluster, cwd=root, capture_output=True, text=True,
+                              timeout=MINI_SWEEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"study sweep hung for {MINI_SWEEP_TIMEOUT_S} s")
+    print(f"\n[slurm] table1 sweep over 2 seeds took {time.monotonic() - t0:.1f} s")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _check_job_array(cluster, tmp_path / "multirun", 2)
+    for job, seed in ((0, 0), (1, 1)):
+        rows = (tmp_path / f"results_{job}" / "table1" / "table1.csv").read_text().splitlines()
+        assert len(rows) == 1 + 6, rows  # header + 3 trained models + 3 merges
+        assert all(row.split(",")[1] == "1" for row in rows[1:])  # one seed per job
+        assert (tmp_path / "runs" / "train" / f"gta2cs_mini_r18_daformer_shared_s{seed}" / "model.pth").exists()
+        assert (tmp_path / "runs" / "merge" / f"table1_merged_pooled_s{seed}" / "merged.safetensors").exists()
