@@ -21,6 +21,8 @@ import math
 import os
 import warnings
 from pathlib import Path
+
+import hydra
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -291,17 +293,15 @@ def run_evaluation(cfg: Mapping[str, Any]) -> dict:
     return metrics
 
 
-def main() -> None:
-    import hydra
-
-    config_dir = str(Path(__file__).resolve().parents[1] / "configs")
-
-    @hydra.main(version_base="1.3", config_path=config_dir, config_name="evaluate")
-    def _main(cfg) -> None:
-        run_evaluation(cfg)
-
-    _main()
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "configs"),
+            config_name="evaluate")
+def main(cfg) -> None:
+    run_evaluation(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    # As in experiments.train: run the importable module's main so that a SLURM launch
+    # pickles it by reference (cloudpickle cannot pickle torch.classes by value).
+    from experiments.evaluate import main as importable_main
+
+    importable_main()
