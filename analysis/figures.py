@@ -53,15 +53,20 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def lmc_figure(rows: Sequence[dict], out_pdf: str | Path, title: str, endpoints: tuple[str, str],
-               note: str = "", reference: Sequence[float] | None = None) -> tuple[Path, Path]:
+               note: str = "", reference: Sequence[float] | None = None,
+               reference_title: str = "published (paper, real data)") -> tuple[Path, Path]:
     """Interpolation curve: per-domain mIoU and H against alpha, mean ± std over seeds.
 
     ``rows`` are ``{"alpha", "seed", "domain", "miou"}`` records with ``domain == "H"``
-    for the harmonic mean. ``reference`` (optional) is the paper's H curve, drawn
-    dashed and labelled as the published reference.
+    for the harmonic mean. ``reference`` (optional) is the paper's H curve; it gets a
+    panel of its own, so measured stand-in values never share an axis with it.
     """
     with plt.style.context(str(STYLE)):
-        fig, ax = plt.subplots()
+        if reference is None:
+            fig, ax = plt.subplots()
+        else:
+            fig, (ax, ref_ax) = plt.subplots(1, 2, figsize=(6.8, 2.4),
+                                             gridspec_kw={"width_ratios": [3, 2]})
         domains = list(dict.fromkeys(r["domain"] for r in rows))
         alphas = sorted({float(r["alpha"]) for r in rows})
         for domain in domains:
@@ -72,13 +77,16 @@ def lmc_figure(rows: Sequence[dict], out_pdf: str | Path, title: str, endpoints:
             ax.plot(alphas, means, marker="o", label=domain, **style)
             ax.fill_between(alphas, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2,
                             color=ax.lines[-1].get_color(), linewidth=0)
-        if reference is not None:
-            ref_alphas = [i / (len(reference) - 1) for i in range(len(reference))]
-            ax.plot(ref_alphas, reference, linestyle="--", color="gray", label="paper H (ref.)")
         ax.set_xlabel(f"alpha ({endpoints[0]} \u2192 {endpoints[1]})")
         ax.set_ylabel("mIoU (%)")
         ax.set_title(title)
         ax.legend(ncol=2)
+        if reference is not None:
+            ref_alphas = [i / (len(reference) - 1) for i in range(len(reference))]
+            ref_ax.plot(ref_alphas, reference, linestyle="--", marker="o", color="gray", label="H")
+            ref_ax.set_xlabel("alpha")
+            ref_ax.set_ylabel("H (%)")
+            ref_ax.set_title(reference_title)
         header = ["alpha", "seed", "domain", "miou"]
         data = [[r["alpha"], r["seed"], r["domain"], r["miou"]] for r in rows]
         return save_figure(fig, out_pdf, header, data, note)

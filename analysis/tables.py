@@ -21,6 +21,9 @@ from analysis.metrics import harmonic_mean
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
+DOMAIN_NAMES = {"cityscapes": "Cityscapes", "idd": "IDD", "acdc": "ACDC", "darkzurich": "Dark Zurich",
+                "gta": "GTA", "synthia": "SYNTHIA"}
+
 # Our method names -> the rows of the paper's Table 1 (paper_table1.csv).
 PAPER_TABLE1_ROWS = {
     "stda_cityscapes": "stda_gta2cityscapes",
@@ -178,7 +181,7 @@ def domain_table(summaries: dict[str, dict[str, Summary]], domains: Sequence[str
     ``reference`` maps a column title (e.g. "paper H (ResNet-101)") to method -> value.
     """
     reference = reference or {}
-    header = ["Method", *domains, "H", *reference]
+    header = ["Method", *(DOMAIN_NAMES.get(d, d) for d in domains), "H", *reference]
     csv_header = ["method", "seeds"]
     for column in [*domains, "H"]:
         csv_header += [f"{column}_mean", f"{column}_std"]

@@ -238,6 +238,8 @@ def write_curve_figures(cfg: DictConfig, results_dir: Path, note: str) -> list[P
             run = Path(cfg.runs_root) / "curve" / f"{cfg.study.name}_{name}_s{seed}"
             rows += read_csv_rows(run / "curve.csv")
         reference = list(curve["paper_reference"]) if curve.get("paper_reference") else None
+        labels = cfg.study.get("labels") or {}
         files += lmc_figure(rows, results_dir / f"lmc_{name}.pdf", curve["title"],
-                            (curve["a"], curve["b"]), note, reference)
+                            (labels.get(curve["a"], curve["a"]), labels.get(curve["b"], curve["b"])),
+                            note, reference, "published: ResNet-101, real data (paper Fig. LMC)")
     return files
