@@ -12,8 +12,9 @@ the predictions (union 0) has no IoU (NaN) and is left out of the mean.
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -151,3 +152,21 @@ def load_confusion(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: expected a square integer matrix, got {matrix.dtype} "
                          f"{matrix.shape}")
     return matrix.astype(np.int64)
+
+
+def loss_barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
+    """Highest loss on an interpolation path minus the mean of its two endpoint losses.
+
+    ``alphas`` must run from 0 (model A) to 1 (model B). The maximum includes the
+    endpoints, so the barrier is at least half the endpoints' difference; a value near
+    that bound means the straight line between the models stays in one basin. For a
+    score where higher is better (mIoU, H, accuracy) pass the negated scores: the result
+    is the mean of the endpoint scores minus the lowest score on the path.
+    """
+    if len(alphas) != len(losses) or len(alphas) < 2:
+        raise ValueError(f"need matching alphas and losses (>= 2), got {len(alphas)} and {len(losses)}")
+    if alphas[0] != 0.0 or alphas[-1] != 1.0 or list(alphas) != sorted(alphas):
+        raise ValueError(f"alphas must increase from 0 to 1, got {list(alphas)}")
+    if not all(math.isfinite(v) for v in losses):
+        raise ValueError(f"non-finite loss on the path: {list(losses)}")
+    return max(losses) - 0.5 * (losses[0] + losses[-1])

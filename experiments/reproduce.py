@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def _merge_specs(study: DictConfig) -> dict[str, dict]:
-    """The study's merges, with ``subsets: all`` expanded to every subset of >= 2 models."""
+    """The study's merges, plus every subset of >= 2 of ``subsets.members`` when given (Table 3)."""
     merges = {name: dict(spec) for name, spec in (study.get("merges") or {}).items()}
     subsets = study.get("subsets")
     if subsets:

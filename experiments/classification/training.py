@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.metrics import loss_barrier  # noqa: F401  (part of this module's interface)
 from experiments.runs import atomic_path
 
 
@@ -75,22 +76,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         loss += F.cross_entropy(logits, target, reduction="sum")
         correct += int((logits.argmax(dim=1) == target).sum())
     return {"accuracy": 100.0 * correct / len(images), "loss": float(loss) / len(images)}
-
-
-def loss_barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
-    """Highest loss on the path minus the mean of the two endpoint losses.
-
-    ``alphas`` must run from 0 (model A) to 1 (model B). The maximum includes the
-    endpoints, so the barrier is at least half the endpoints' difference; a value near
-    that bound means the straight line between the models stays in one basin.
-    """
-    if len(alphas) != len(losses) or len(alphas) < 2:
-        raise ValueError(f"need matching alphas and losses (>= 2), got {len(alphas)} and {len(losses)}")
-    if alphas[0] != 0.0 or alphas[-1] != 1.0 or list(alphas) != sorted(alphas):
-        raise ValueError(f"alphas must increase from 0 to 1, got {list(alphas)}")
-    if not all(math.isfinite(v) for v in losses):
-        raise ValueError(f"non-finite loss on the path: {list(losses)}")
-    return max(losses) - 0.5 * (losses[0] + losses[-1])
 
 
 def interpolation_path(model: nn.Module, state_a: Mapping[str, torch.Tensor],
