@@ -170,3 +170,15 @@ def loss_barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
     if not all(math.isfinite(v) for v in losses):
         raise ValueError(f"non-finite loss on the path: {list(losses)}")
     return max(losses) - 0.5 * (losses[0] + losses[-1])
+
+
+def interpolation_barrier(alphas: Sequence[float], scores: Sequence[float]) -> float:
+    """Largest drop of a score below the straight line between its endpoints (>= 0).
+
+    max over alpha of ``(1 - alpha) s(0) + alpha s(1) - s(alpha)`` for a score where
+    higher is better (mIoU, H): 0 for a path that never falls below the chord between
+    the two models, the depth of the dip otherwise (Frankle et al., ICML 2020, for error).
+    """
+    loss_barrier(alphas, scores)  # same validation of the path
+    first, last = scores[0], scores[-1]
+    return max(0.0, max((1 - a) * first + a * last - s for a, s in zip(alphas, scores)))

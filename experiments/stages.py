@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import fusion
 from analysis.figures import lmc_figure, read_csv_rows
-from analysis.metrics import harmonic_mean, loss_barrier, mean_iou
+from analysis.metrics import harmonic_mean, interpolation_barrier, mean_iou
 from analysis.tables import (Summary, domain_table, paper_table1_harmonic_mean, paper_table3_harmonic_mean,
                              summarize_domains, write_table)
 from experiments import datasets
@@ -233,8 +233,8 @@ def write_study_outputs(cfg: DictConfig, records: list[dict], domains: Sequence[
 def write_curve_figures(cfg: DictConfig, results_dir: Path, note: str) -> list[Path]:
     """One PDF (+ CSV) per curve, and a table of the H barrier of every curve.
 
-    Barrier = mean of the endpoints' H minus the lowest H on the path (0 when the path
-    never dips below its endpoints' average), per seed, then mean ± std.
+    Barrier = the largest drop of H below the straight line between the endpoints' H
+    (``analysis.metrics.interpolation_barrier``), per seed, then mean ± std.
     """
     files: list[Path] = []
     barriers: dict[str, Summary] = {}
@@ -246,7 +246,7 @@ def write_curve_figures(cfg: DictConfig, results_dir: Path, note: str) -> list[P
             run = Path(cfg.runs_root) / "curve" / f"{cfg.study.name}_{name}_s{seed}"
             seed_rows = read_csv_rows(run / "curve.csv")
             path = sorted((float(r["alpha"]), float(r["miou"])) for r in seed_rows if r["domain"] == "H")
-            barriers[name].values.append(loss_barrier([a for a, _ in path], [-h for _, h in path]))
+            barriers[name].values.append(interpolation_barrier([a for a, _ in path], [h for _, h in path]))
             rows += seed_rows
         reference = list(curve["paper_reference"]) if curve.get("paper_reference") else None
         labels = cfg.study.get("labels") or {}
@@ -258,6 +258,6 @@ def write_curve_figures(cfg: DictConfig, results_dir: Path, note: str) -> list[P
                              [[curves[n]["title"], s.format(2)] for n, s in barriers.items()],
                              ["curve", "seeds", "barrier_mean", "barrier_std"],
                              [[n, len(s.values), round(s.mean, 4), round(s.std, 4)] for n, s in barriers.items()],
-                             "Loss-barrier analogue of each interpolation curve: mean endpoint H minus lowest H",
+                             "Barrier of each interpolation curve: largest drop of H below the line between its endpoints",
                              note)
     return files

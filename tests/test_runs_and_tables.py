@@ -117,3 +117,14 @@ def test_a_study_is_logged_to_wandb_offline_with_its_records_and_files(tmp_path,
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     log_study("table1", {}, _records(), [table], "none", directory=tmp_path / "off")
     assert not (tmp_path / "off").exists()
+
+
+def test_interpolation_barrier_is_the_dip_below_the_chord():
+    from analysis.metrics import interpolation_barrier
+
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert interpolation_barrier(alphas, [10.0, 9.0, 8.0, 7.0, 6.0]) == 0.0  # on the chord
+    assert interpolation_barrier(alphas, [10.0, 9.0, 1.0, 7.0, 6.0]) == pytest.approx(7.0)
+    assert interpolation_barrier(alphas, [10.0, 12.0, 12.0, 12.0, 6.0]) == 0.0  # above it
+    with pytest.raises(ValueError, match="alphas must increase"):
+        interpolation_barrier([1.0, 0.0], [1.0, 2.0])
