@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analysis.tables import render_csv  # noqa: E402
+from analysis.tables import DOMAIN_NAMES, render_csv  # noqa: E402
 
 STYLE = Path(__file__).resolve().parent / "paper.mplstyle"
 # Font subsetting for the embedded TrueType fonts logs every table at INFO.
@@ -74,7 +74,7 @@ def lmc_figure(rows: Sequence[dict], out_pdf: str | Path, title: str, endpoints:
                                 if r["domain"] == domain and float(r["alpha"]) == a]) for a in alphas]
             means = [m for m, _ in stats]
             style = dict(color="black", linewidth=1.6) if domain == "H" else {}
-            ax.plot(alphas, means, marker="o", label=domain, **style)
+            ax.plot(alphas, means, marker="o", label=DOMAIN_NAMES.get(domain, domain), **style)
             ax.fill_between(alphas, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2,
                             color=ax.lines[-1].get_color(), linewidth=0)
         ax.set_xlabel(f"alpha ({endpoints[0]} \u2192 {endpoints[1]})")
