@@ -73,8 +73,13 @@ def train_models(cfg: DictConfig, jobs: Mapping[Any, DictConfig]) -> dict[Any, P
         done = is_complete(folders[key]) and not missing_snapshots(job, folders[key])
         if not done and folders[key] not in pending:
             pending[folders[key]] = job
+    threads = torch.get_num_threads()
     for job in pending.values():
+        # Pretrain with the job's own thread count: on a busy CPU, extra OpenMP threads
+        # spin against the training workers and run many times slower.
+        torch.set_num_threads(max(1, int(job.resources.threads)))
         pretrained_backbone(job)
+    torch.set_num_threads(threads)
     workers = min(int(cfg.workers), len(pending))
     if workers > 1:
         import multiprocessing
