@@ -194,5 +194,5 @@ def domain_table(summaries: dict[str, dict[str, Summary]], domains: Sequence[str
         csv_row: list[object] = [method, len(cells["H"].values)]
         for column in [*domains, "H"]:
             csv_row += [round(cells[column].mean, 4), round(cells[column].std, 4)]
-        csv_rows.append(csv_row + ["" if r is None else r for r in refs])
+        csv_rows.append(csv_row + ["" if r is None else round(r, 2) for r in refs])
     return write_table(out_stem, header, rows, csv_header, csv_rows, caption, note)
