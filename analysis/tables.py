@@ -55,6 +55,19 @@ def paper_table1_harmonic_mean(method: str, encoder: str) -> float | None:
     return None
 
 
+def paper_table4_harmonic_mean(method: str) -> float | None:
+    """The paper's H for a Table 4 row ``bn_*`` (ResNet-101) or ``ln_*`` (MiT-B5).
+
+    ``*_cityscapes`` / ``*_idd`` are the single-target models, ``*_midpoint`` the merge
+    with model 1's buffers, ``*_pooled`` the merge with pooled buffers.
+    """
+    norm, _, rest = method.partition("_")
+    encoder = {"bn": "resnet101", "ln": "mit_b5"}.get(norm)
+    ours = {"cityscapes": "stda_cityscapes", "idd": "stda_idd", "midpoint": "merged_first_buffers",
+            "pooled": "merged_pooled"}.get(rest)
+    return None if encoder is None or ours is None else paper_table1_harmonic_mean(ours, encoder)
+
+
 def paper_table3_harmonic_mean(subset: str) -> float | None:
     """The paper's H over four targets for a merged subset such as ``"C+I"`` (Table 3)."""
     with open(REFERENCE_DIR / "paper_table3.csv", newline="") as handle:

@@ -23,7 +23,7 @@ import fusion
 from analysis.figures import lmc_figure, read_csv_rows
 from analysis.metrics import harmonic_mean, interpolation_barrier, mean_iou
 from analysis.tables import (Summary, domain_table, paper_table1_harmonic_mean, paper_table3_harmonic_mean,
-                             summarize_domains, write_table)
+                             paper_table4_harmonic_mean, summarize_domains, write_table)
 from experiments import datasets
 from experiments.evaluate import evaluate_model
 from experiments.merge import run_merge
@@ -229,6 +229,8 @@ def write_study_outputs(cfg: DictConfig, records: list[dict], domains: Sequence[
     if study.get("paper_reference") == "table1":
         for encoder, title in (("resnet101", "paper H (R101)"), ("mit_b5", "paper H (MiT-B5)")):
             reference[title] = {m: paper_table1_harmonic_mean(m, encoder) for m in summaries}
+    elif study.get("paper_reference") == "table4":
+        reference["paper H (R101 for BN, MiT-B5 for LN)"] = {m: paper_table4_harmonic_mean(m) for m in summaries}
     elif study.get("paper_reference") == "table3":
         reference["paper H (R101)"] = {m: paper_table3_harmonic_mean(m) for m in summaries}
     labels = dict(study.get("labels") or {})

@@ -128,3 +128,13 @@ def test_interpolation_barrier_is_the_dip_below_the_chord():
     assert interpolation_barrier(alphas, [10.0, 12.0, 12.0, 12.0, 6.0]) == 0.0  # above it
     with pytest.raises(ValueError, match="alphas must increase"):
         interpolation_barrier([1.0, 0.0], [1.0, 2.0])
+
+
+def test_table4_reference_maps_norm_family_to_the_papers_backbone():
+    from analysis.tables import paper_table4_harmonic_mean
+
+    assert paper_table4_harmonic_mean("bn_pooled") == 56.3
+    assert paper_table4_harmonic_mean("ln_pooled") == 60.8
+    assert paper_table4_harmonic_mean("ln_midpoint") == pytest.approx(60.2)
+    assert paper_table4_harmonic_mean("bn_idd") == 52.1
+    assert paper_table4_harmonic_mean("gn_pooled") is None
