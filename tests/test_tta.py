@@ -276,6 +276,42 @@ def test_runner_scores_match_a_direct_evaluation():
     assert result["trace"][-1]["running"] == pytest.approx(accuracy)
 
 
+@pytest.mark.parametrize("method,kind", [("source", "bn"), ("bn_adapt", "bn"), ("bn_adapt", "gn")])
+def test_memo_reuses_predictions_without_changing_results(method, kind):
+    """A memo shared between streams gives the results of running the adapter afresh, and
+    reads back exactly the batches (no TTA: images) it has already seen."""
+    from experiments.tta.runner import Memo
+
+    rng = np.random.default_rng(1)
+    samples = [{"image": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), "label": int(rng.integers(C)),
+                "id": i} for i in range(12)]
+    prepare = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).float() / 64 - 2  # noqa: E731
+    shuffled = [samples[i] for i in rng.permutation(12)]
+    memo = Memo(per_image=method == "source")
+    for stream, batch_size in ((samples, 4), (shuffled, 3), (samples, 4)):
+        fresh = run_stream(build_adapter(method, classifier(kind), C), stream, batch_size, C, prepare)
+        hits = memo.hits
+        cached = run_stream(build_adapter(method, classifier(kind), C), stream, batch_size, C, prepare, memo=memo)
+        assert cached["metric"] == fresh["metric"] and cached["trace"] == fresh["trace"]
+    # no TTA: every image of the 2nd and 3rd streams was known; BN-adapt: only the 3rd's batches
+    assert memo.hits == (24 if method == "source" else hits + 3)
+
+
+def test_eata_with_a_shared_fisher_equals_eata_computing_its_own():
+    batches = [images(4, seed=s) for s in (2, 3)]
+    fisher_model = classifier("bn")
+    from experiments.tta.common import configure_model
+    from experiments.tta.eata import fisher_information
+
+    configure_model(fisher_model)
+    shared = fisher_information(fisher_model, lambda m, x: m(x), [images(4, seed=9)])
+    own = EATA(classifier("bn"), C, fisher_batches=[images(4, seed=9)], lr=0.05)
+    reused = EATA(classifier("bn"), C, fisher=shared, lr=0.05)
+    for x in batches:
+        assert torch.equal(own(x), reused(x))
+    assert all(torch.equal(a, b) for a, b in zip(own.model.state_dict().values(), reused.model.state_dict().values()))
+
+
 # --- the experiment end to end, at a tiny budget ------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -289,6 +325,7 @@ def tiny_miniature(tmp_path_factory):
 
 
 @pytest.mark.filterwarnings("ignore:.*statistics of one image")
+@pytest.mark.filterwarnings("ignore:test-time adaptation skips")
 def test_adapt_experiment_runs_and_reports(tiny_miniature, tmp_path):
     import json
 
@@ -318,3 +355,109 @@ def test_adapt_experiment_runs_and_reports(tiny_miniature, tmp_path):
     assert "stand-in" in (out / "tta_main.md").read_text()
     assert (tmp_path / "runs" / "tta" / "source_bn_s0" / "manifest.json").is_file()
     assert len(result["records"]) == len(records)
+
+
+# --- the study pipeline's models (experiments.tta.pipeline) -------------------------------
+
+TINY_TRAIN = ["schedule=smoke", "schedule.max_iters=2", "schedule.val_interval=0", "schedule.val_images=2",
+              "schedule.checkpoint_interval=1", "segmentor=mini_r18",
+              "logger=none", "logger.progress=false", "resources=cpu_mini",
+              "pretrain.steps=2", "pretrain.batch_size=4", "pretrain.crop=32"]
+PIPELINE_MODELS = [
+    {"label": "stda_cityscapes", "run_dir": "train/gta2cs_mini_r18_daformer_shared_s{seed}",
+     "build": {"train": ["target=cityscapes"]}},
+    {"label": "stda_idd", "run_dir": "train/gta2idd_mini_r18_daformer_shared_s{seed}",
+     "build": {"train": ["target=idd"]}},
+    {"label": "merged", "run_dir": "merge/table1_merged_pooled_s{seed}",
+     "build": {"merge": {"study": "table1", "name": "merged_pooled", "members": ["stda_cityscapes", "stda_idd"],
+                         "buffers": "pooled"}}},
+]
+
+
+def _adapt_config(data_root, tmp_path, extra: list[str]):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    configs = str(Path(__file__).resolve().parents[1] / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        return compose("adapt", overrides=[
+            f"data_root={data_root}", f"runs_root={tmp_path / 'runs'}", f"out_dir={tmp_path / 'out'}",
+            "seeds=[0]", "source_images=5", "fisher_images=1", "images_per_domain=2", "batch_size=2",
+            "merging.images_per_domain=2", *extra])
+
+
+def test_pipeline_entry_resolution_names_missing_run_folders(tmp_path):
+    from experiments.tta import pipeline
+
+    entries = [{"label": "merged", "run_dir": "merge/table1_merged_pooled_s{seed}"},
+               {"label": "file", "checkpoint": str(tmp_path / "w_s{seed}.pth")}]
+    found, missing = pipeline.resolve_all(entries, [0, 2], tmp_path / "runs")
+    assert found == {0: [], 2: []}
+    assert missing == [tmp_path / "runs/merge/table1_merged_pooled_s0", tmp_path / "w_s0.pth",
+                       tmp_path / "runs/merge/table1_merged_pooled_s2", tmp_path / "w_s2.pth"]
+    assert "runs/merge/table1_merged_pooled_s2" in pipeline.missing_message(missing)
+    with pytest.raises(ValueError, match="exactly one of 'run_dir' or 'checkpoint'"):
+        pipeline.resolve({"label": "x"}, 0, tmp_path)
+    # a started but unfinished run folder counts as missing, not as a model
+    from experiments.runs import start_run
+
+    start_run(tmp_path / "runs/merge/table1_merged_pooled_s0", "merge", {})
+    assert pipeline.resolve(entries[0], 0, tmp_path / "runs") == tmp_path / "runs/merge/table1_merged_pooled_s0"
+
+
+@pytest.mark.filterwarnings("ignore:.*statistics of one image")
+def test_adapt_experiment_skips_missing_pipeline_models_with_their_names(tiny_miniature, tmp_path):
+    from experiments.tta.experiment import run_experiment
+
+    cfg = _adapt_config(tiny_miniature, tmp_path, ["norms=[gn]", "source_iterations=1", "settings=[single]",
+                                                   "sweep_batch_sizes=[]", "methods=[source,tent]"])
+    with pytest.warns(UserWarning, match="gta2idd_mini_r18_daformer_shared_s0"):
+        result = run_experiment(cfg)
+    assert {r["part"] for r in result["records"]} == {"norms"}
+    assert str(tmp_path / "runs/merge/table1_merged_pooled_s0") in (tmp_path / "out/README.md").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:.*statistics of one image")
+def test_merged_model_of_a_tiny_pipeline_run_loads_and_adapts(tmp_path_factory, tmp_path):
+    """build_missing trains two single-target models and merges them through the pipeline;
+    the merged model then loads from its run folder's manifest and every method adapts it."""
+    import json
+
+    import fusion
+    from experiments.miniature import generate
+    from experiments.models import normalize, segment
+    from experiments.runs import read_manifest
+    from experiments.tta import pipeline
+    from experiments.tta.experiment import run_experiment
+
+    data = generate(tmp_path_factory.mktemp("pipeline_mini"), seed=0, size=(64, 32), n_train=2, n_val=2,
+                    n_source=4, datasets=["gta", "cityscapes", "idd"], preview=False, workers=1)
+    cfg = _adapt_config(data, tmp_path, ["norms=[]", "build_missing=true", "merging.settings=[single,mixed]",
+                                         "source_images=4"])
+    cfg.models = PIPELINE_MODELS
+    cfg.pipeline_train_overrides = [*TINY_TRAIN, f"data_root={data}"]
+    result = run_experiment(cfg)
+    runs_root = tmp_path / "runs"
+    merged_dir = runs_root / "merge/table1_merged_pooled_s0"
+    assert read_manifest(merged_dir)["stage"] == "merge" and not result["missing"]
+
+    model = pipeline.resolve(PIPELINE_MODELS[2], 0, runs_root)
+    assert model.checkpoint == merged_dir / "merged.safetensors" and model.segmentor == "mini_r18"
+    net = model.factory()()
+    saved = fusion.load_checkpoint(merged_dir / "merged.safetensors")
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items())
+    before = copy.deepcopy(net.state_dict())
+    adapter = build_adapter("tent", net, 19, segment, batch_size=2, lr=1e-2)
+    adapter(normalize(np.random.default_rng(0).integers(0, 255, (2, 32, 64, 3), dtype=np.uint8)))
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    _, norm_names = collect_norm_params(net)
+    assert changed and changed <= set(norm_names)
+
+    records = [r for r in json.loads((tmp_path / "out/records.json").read_text()) if r["part"] == "merging"]
+    grid = {(r["model"], r["method"], r["setting"]) for r in records}
+    assert grid == {(m, method, s) for m in ("stda_cityscapes", "stda_idd", "merged")
+                    for method in ("source", "bn_adapt", "tent", "eata", "sar") for s in ("single", "mixed")}
+    assert all(np.isfinite(r["metric"]) for r in records)
+    verdict = (tmp_path / "out/tta_merging_verdict.csv").read_text().splitlines()
+    assert len(verdict) == 1 + 2 * 4  # settings x TTA methods

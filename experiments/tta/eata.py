@@ -61,7 +61,7 @@ class EATA(Adapter):
     def __init__(self, model: nn.Module, num_classes: int, forward: Forward = plain_forward,
                  batch_size: int = 64, lr: float | None = None, momentum: float = MOMENTUM,
                  fisher_batches: Iterable[torch.Tensor] | None = None,
-                 fisher_alpha: float = FISHER_ALPHA, margin_fraction: float = 0.4,
+                 fisher: dict[str, torch.Tensor] | None = None, fisher_alpha: float = FISHER_ALPHA, margin_fraction: float = 0.4,
                  redundancy_eps: float = REDUNDANCY_EPS, exclude: tuple[str, ...] = ()) -> None:
         params = configure_model(model, adapt=True, exclude=exclude)
         _, self.names = collect_norm_params(model, exclude)
@@ -72,8 +72,10 @@ class EATA(Adapter):
         self.redundancy_eps = redundancy_eps
         self.fisher_alpha = fisher_alpha
         self.anchor = [p.detach().clone() for p in params]
-        self.fisher = (fisher_information(model, forward, fisher_batches, exclude)
-                       if fisher_batches is not None else None)
+        # ``fisher``: a Fisher already computed for this source model (it depends on the
+        # model and the held-out images only, so streams of one model can share it)
+        self.fisher = fisher if fisher is not None else (
+            fisher_information(model, forward, fisher_batches, exclude) if fisher_batches is not None else None)
         self.average_probs: torch.Tensor | None = None
         self.kept = self.seen = 0
 

@@ -1,21 +1,25 @@
-"""The TTA experiment on the miniature benchmark: source models x methods x wild streams.
+"""The TTA experiment on the miniature benchmark: models x methods x wild streams.
 
-``run_experiment(cfg)`` (Hydra entry ``python -m experiments.adapt``):
-1. generates the miniature if its root is missing;
-2. trains (or reuses, by manifest) a source-only ``mini_r18`` per normalisation and seed
-   on the GTA-like source: a short supervised loop, enough for a stand-in source model;
-   optional further models (STDA or merged checkpoints) come from ``cfg.extra_models``;
-3. runs every model x method over the four target domains in each stream setting
-   (``streams.SETTINGS``), plus a batch-size sweep on the mixed stream;
-4. writes ``records.json`` (every result and stream trace) and the tables and figures
-   (``experiments.tta.report``) under ``cfg.out_dir``.
+``run_experiment(cfg)`` (Hydra entry ``python -m experiments.adapt``) has two parts:
+1. ``norms``: a source-only ``mini_r18`` per normalisation (BN / GN / LN) and seed,
+   trained here on the GTA-like source (a short supervised loop, cached in
+   ``runs_root/tta/``), in every wild setting (``streams.SETTINGS``) on the four targets,
+   plus a batch-size sweep on the mixed stream: SAR's claims;
+2. ``merging``: the study pipeline's models (``cfg.models``: source-only, single-target
+   and merged, resolved by ``experiments.tta.pipeline``) on their targets, single and
+   mixed streams: does TTA on a merged model beat merging alone and TTA alone?
+Results go to ``records.json`` (every result and stream trace) and the tables and
+figures of ``experiments.tta.report`` under ``cfg.out_dir``.
+
+Cost: methods without state across batches (no TTA, BN-adapt) run each distinct batch
+once per seed and model and are read back for the other settings (``runner.Memo``);
+the sweep's point at the main batch size is the mixed setting's own result.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 
 from experiments import runs
 from experiments.tta import build_adapter
-from experiments.tta.runner import run_stream
+from experiments.tta.runner import Memo, run_stream
 from experiments.tta.streams import build_streams, mixed
 
 
@@ -56,7 +60,7 @@ def load_samples(dataset: str, root: str | Path, split: str, limit: int | None, 
 
     data = load(dataset, root, split, **options)
     index = range(len(data)) if not limit or limit >= len(data) else np.linspace(0, len(data) - 1, limit).round()
-    return [{"image": data[int(i)]["image"], "label": data[int(i)]["label"]} for i in index]
+    return [{"image": data[int(i)]["image"], "label": data[int(i)]["label"], "index": int(i)} for i in index]
 
 
 def train_source(norm: str, seed: int, samples: list[dict], iterations: int, batch_size: int,
@@ -95,86 +99,153 @@ def train_source(norm: str, seed: int, samples: list[dict], iterations: int, bat
     return weights
 
 
-def _model_factory(entry: Mapping[str, Any]):
-    from experiments.evaluate import load_into, load_weights
+def _source_factory(weights: Path, norm: str, segmentor: str = "mini_r18"):
     from experiments.models import build_segmentor
 
-    state = (torch.load(entry["checkpoint"], map_location="cpu", weights_only=True)
-             if entry.get("plain") else load_weights(entry["checkpoint"], entry.get("network", "student")))
-    overrides = {"norm": entry["norm"]} if entry.get("norm") else {}
+    state = torch.load(weights, map_location="cpu", weights_only=True)
 
     def build() -> torch.nn.Module:
-        model = build_segmentor(entry.get("segmentor", "mini_r18"), decode_head={"dropout_ratio": 0.0},
-                                **overrides)
-        return load_into(model, state, str(entry["checkpoint"]))
+        model = build_segmentor(segmentor, norm=norm, decode_head={"dropout_ratio": 0.0})
+        model.load_state_dict(state, strict=True)
+        return model.eval()
     return build
 
 
 def _run(build, method: str, samples: list[dict], batch_size: int, cfg: Mapping[str, Any],
-         fisher: list[torch.Tensor]) -> dict:
+         fisher: list[torch.Tensor], memo: Memo | None = None, cache: dict | None = None) -> dict:
     from experiments.models import normalize, segment
 
     options = dict(cfg["method_options"].get(method) or {})
+    if method == "eata" and cache is not None:
+        if "fisher" not in cache:  # EATA's Fisher depends on the source model only
+            from experiments.tta.common import configure_model
+            from experiments.tta.eata import fisher_information
+
+            model = build()
+            configure_model(model, adapt=True)
+            cache["fisher"] = fisher_information(model, segment, fisher)
+        options["fisher"] = cache["fisher"]
     if method in ("tent", "eata", "sar") and cfg.get("lr_multiplier", 1.0) != 1.0:
         from experiments.tta.common import scaled_lr
         from experiments.tta.tent import BASE_LR
         options["lr"] = scaled_lr(BASE_LR, batch_size) * cfg["lr_multiplier"]
     adapter = build_adapter(method, build(), cfg["num_classes"], segment, batch_size=batch_size,
                             fisher_batches=fisher if method == "eata" else None, **options)
-    result = run_stream(adapter, samples, batch_size, cfg["num_classes"], normalize)
+    result = run_stream(adapter, samples, batch_size, cfg["num_classes"], normalize, memo=memo)
     result.pop("confusion")
     result["recoveries"] = getattr(adapter, "recoveries", 0)
     result["kept_fraction"] = adapter.kept / adapter.seen if getattr(adapter, "seen", 0) else None
     return result
 
 
-def run_experiment(cfg: Mapping[str, Any]) -> dict:
-    """Run the whole grid described by ``cfg`` (configs/adapt.yaml) and write the report."""
+def _memos(build, methods: list[str]) -> dict[str, Memo]:
+    """Memos for the methods without state across batches. No TTA predicts per image; on a
+    model without BatchNorm BN-adapt is exactly no TTA, so it shares that memo."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    has_bn = any(isinstance(m, _BatchNorm) for m in build().modules())
+    memos = {"source": Memo(per_image=True)}
+    memos["bn_adapt"] = Memo(per_image=False) if has_bn else memos["source"]
+    return {m: memos[m] for m in methods if m in memos}
+
+
+def run_grid(part: str, seed: int, models: Mapping[str, tuple[str, Any]], domains: Mapping[str, list[dict]],
+             settings: list[str], methods: list[str], sweep_batch_sizes: list[int], cfg: Mapping[str, Any],
+             fisher: list[torch.Tensor], started: float) -> list[dict]:
+    """Every model x stream setting x method (and the batch-size sweep on the mixed stream)
+    of one seed. Stateless methods run each distinct batch once (``runner.Memo``); the
+    sweep's point at the main batch size is the ``mixed`` setting's result."""
     import warnings
 
+    records = []
+    for model_name, (norm, build) in models.items():
+        memos, cache = _memos(build, methods), {}
+        base = dict(seed=seed, model=model_name, norm=norm, part=part)
+        for setting in settings:
+            streams = build_streams(setting, domains, cfg["batch_size"], seed, float(cfg["imbalance_ratio"]))
+            for method in methods:
+                for stream_name, samples, batch_size in streams:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        result = _run(build, method, samples, batch_size, cfg, fisher, memos.get(method), cache)
+                    records.append(dict(result, **base, setting=setting, method=method, stream=stream_name,
+                                        batch_size=batch_size, warnings=sorted({str(w.message) for w in caught})))
+                    print(f"[{time.perf_counter() - started:6.0f}s] s{seed} {model_name} {setting:9s} "
+                          f"{method:8s} {stream_name:10s} mIoU {result['metric']:5.1f}", flush=True)
+        sweep_stream = mixed(domains, seed)
+        for batch_size in sweep_batch_sizes:
+            for method in methods:
+                same = [r for r in records if r["model"] == model_name and r["setting"] == "mixed"
+                        and r["method"] == method and r["batch_size"] == batch_size]
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    result = same[0] if same else _run(build, method, sweep_stream, batch_size, cfg, fisher,
+                                                       memos.get(method), cache)
+                records.append(dict(result, **base, setting="sweep", method=method, stream="mixed",
+                                    batch_size=batch_size, warnings=sorted({str(w.message) for w in caught})))
+    return records
+
+
+def _domains(root: Path, specs: list[Mapping[str, Any]], limit: int | None) -> dict[str, list[dict]]:
+    """Domain name -> labelled samples, each with a unique ``id`` (domain/index)."""
+    out = {}
+    for d in specs:
+        samples = load_samples(d["dataset"], root / d["dataset"], d["split"], limit, **d.get("options", {}))
+        out[d["name"]] = [dict(s, id=f"{d['name']}/{s['index']}", domain=d["name"]) for s in samples]
+    return out
+
+
+def run_experiment(cfg: Mapping[str, Any]) -> dict:
+    """Run both parts described by ``cfg`` (configs/adapt.yaml) and write the report.
+
+    ``norms``: source models per normalisation on the four targets in every wild setting
+    (SAR's claims); ``merging``: the pipeline's models (``cfg.models``) on their targets.
+    """
     from experiments.models import normalize
+    from experiments.tta import pipeline
     from experiments.tta.report import write_report
 
     cfg = _plain(cfg)
     torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
     out_dir = Path(cfg["out_dir"])
     root = ensure_data(cfg["data_root"], cfg["image_size"])
+    started, cpu_started = time.perf_counter(), time.process_time()
+    entries = list(cfg.get("models") or [])
+    if entries and cfg.get("build_missing"):
+        pipeline.build_missing(entries, cfg["seeds"], cfg["runs_root"], cfg["data_root"],
+                               cfg.get("pipeline_overrides") or [], cfg.get("pipeline_train_overrides"))
+    found, missing = pipeline.resolve_all(entries, cfg["seeds"], cfg["runs_root"])
+    if missing:
+        warnings.warn(pipeline.missing_message(missing), stacklevel=2)
+        print(pipeline.missing_message(missing), flush=True)
     source = load_samples("gta", root / "gta", "all", cfg["source_images"])
-    fisher_images = source[-cfg["fisher_images"]:]
-    fisher = [normalize(np.stack([s["image"] for s in fisher_images]))]
-    domains = {d["name"]: load_samples(d["dataset"], root / d["dataset"], d["split"], cfg["images_per_domain"],
-                                       **d.get("options", {})) for d in cfg["domains"]}
-    records, started = [], time.perf_counter()
+    fisher = [normalize(np.stack([s["image"] for s in source[-cfg["fisher_images"]:]]))]
+    domains = _domains(root, cfg["domains"], cfg["images_per_domain"]) if cfg.get("norms") else {}
+    merging = cfg.get("merging") or {}
+    unknown = sorted(set(merging.get("domains") or []) - {d["name"] for d in cfg["domains"]})
+    if entries and unknown:
+        raise ValueError(f"merging.domains {unknown} are not among domains ({[d['name'] for d in cfg['domains']]})")
+    merge_domains = (_domains(root, [d for d in cfg["domains"] if d["name"] in merging["domains"]],
+                              merging.get("images_per_domain")) if entries else {})
+    records = []
     for seed in cfg["seeds"]:
         models = {}
-        for norm in cfg["norms"]:
+        for norm in cfg.get("norms") or []:
             run_dir = Path(cfg["runs_root"]) / "tta" / f"source_{norm}_s{seed}"
             weights = train_source(norm, seed, source[:-cfg["fisher_images"]], cfg["source_iterations"],
                                    cfg["source_batch_size"], cfg["source_lr"], run_dir)
-            models[f"source_{norm}"] = (norm, _model_factory({"checkpoint": weights, "plain": True, "norm": norm}))
-        for entry in cfg.get("extra_models") or []:
-            models[entry["name"]] = (entry.get("norm") or "bn", _model_factory(entry))
-        for model_name, (norm, build) in models.items():
-            for setting in cfg["settings"]:
-                streams = build_streams(setting, domains, cfg["batch_size"], seed, float(cfg["imbalance_ratio"]))
-                for method in cfg["methods"]:
-                    for stream_name, samples, batch_size in streams:
-                        with warnings.catch_warnings(record=True) as caught:
-                            warnings.simplefilter("always")
-                            result = _run(build, method, samples, batch_size, cfg, fisher)
-                        records.append(dict(result, seed=seed, model=model_name, norm=norm, setting=setting,
-                                            method=method, stream=stream_name, batch_size=batch_size,
-                                            warnings=sorted({str(w.message) for w in caught})))
-                        print(f"[{time.perf_counter() - started:6.0f}s] s{seed} {model_name} {setting:9s} "
-                              f"{method:8s} {stream_name:10s} mIoU {result['metric']:5.1f}", flush=True)
-            sweep_stream = mixed({n: [dict(s, domain=n) for s in v] for n, v in domains.items()}, seed)
-            for batch_size in cfg["sweep_batch_sizes"]:
-                for method in cfg["methods"]:
-                    result = _run(build, method, sweep_stream, batch_size, cfg, fisher)
-                    records.append(dict(result, seed=seed, model=model_name, norm=norm, setting="sweep",
-                                        method=method, stream="mixed", batch_size=batch_size, warnings=[]))
+            models[f"source_{norm}"] = (norm, _source_factory(weights, norm))
+        records += run_grid("norms", seed, models, domains, cfg["settings"], cfg["methods"],
+                            cfg["sweep_batch_sizes"], cfg, fisher, started)
+        pipeline_models = {m.label: (m.norm, m.factory()) for m in found.get(seed, [])}
+        if pipeline_models:
+            records += run_grid("merging", seed, pipeline_models, merge_domains, merging["settings"],
+                                merging.get("methods") or cfg["methods"], [], cfg, fisher, started)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json_atomic(out_dir / "records.json", records)
-    outputs = write_report(records, cfg, out_dir)
-    print(f"TTA experiment finished in {time.perf_counter() - started:.0f}s; outputs in {out_dir}")
-    return {"records": records, "outputs": outputs}
+    seconds = time.perf_counter() - started
+    outputs = write_report(records, cfg, out_dir, missing=[str(p) for p in missing],
+                           timing={"wall_s": seconds, "cpu_s": time.process_time() - cpu_started})
+    print(f"TTA experiment finished in {seconds:.0f}s wall, {time.process_time() - cpu_started:.0f}s CPU; "
+          f"outputs in {out_dir}")
+    return {"records": records, "outputs": outputs, "missing": missing}

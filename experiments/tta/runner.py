@@ -38,11 +38,48 @@ def _confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore: i
     return np.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
+class Memo:
+    """Predictions of an adapter without state across batches, shared between streams.
+
+    No TTA predicts each image on its own (eval mode), so ``per_image`` memos key by the
+    sample's ``id``; BN-adapt's prediction depends on the whole batch and nothing else,
+    so its memo keys by the batch's ids in order. A stream that meets a known key reuses
+    the prediction instead of running the model again (the same result up to
+    floating-point ties between batch shapes).
+    """
+
+    def __init__(self, per_image: bool) -> None:
+        self.per_image = per_image
+        self.predictions: dict[Any, np.ndarray] = {}
+        self.hits = 0
+
+    def predict(self, adapter: Adapter, batch: Sequence[Sample], prepare: Prepare,
+                device: torch.device | str) -> np.ndarray:
+        ids = [s["id"] for s in batch]
+        keys = [(i,) for i in ids] if self.per_image else [tuple(ids)]
+        todo = [k for k in keys if k not in self.predictions]
+        if todo:
+            chosen = [s for s in batch if (s["id"],) in todo] if self.per_image else list(batch)
+            images = prepare(np.stack([s["image"] for s in chosen])).to(device)
+            pred = adapter(images).argmax(1).cpu().numpy().astype(np.uint8)
+            if self.per_image:
+                self.predictions.update({k: p for k, p in zip(todo, pred)})
+            else:
+                self.predictions[keys[0]] = pred
+        self.hits += len(keys) - len(todo)
+        if self.per_image:
+            return np.stack([self.predictions[k] for k in keys])
+        return self.predictions[keys[0]]
+
+
 def run_stream(adapter: Adapter, samples: Sequence[Sample], batch_size: int, num_classes: int,
-               prepare: Prepare, device: torch.device | str = "cpu", trace_every: int = 1) -> dict[str, Any]:
+               prepare: Prepare, device: torch.device | str = "cpu", trace_every: int = 1,
+               memo: Memo | None = None) -> dict[str, Any]:
     """Adapt online over ``samples`` in batches of ``batch_size`` and score every prediction.
 
     ``prepare`` turns a stacked uint8 image batch (B x H x W x 3) into the model's input.
+    ``memo`` (for adapters without state across batches; samples need an ``id``) reuses
+    predictions made on earlier streams.
     Returns ``{"metric", "per_domain", "trace", "images", "seconds"}``.
     """
     if not samples:
@@ -54,9 +91,11 @@ def run_stream(adapter: Adapter, samples: Sequence[Sample], batch_size: int, num
     seen = 0
     start = time.perf_counter()
     for step, batch in enumerate(batches(samples, batch_size)):
-        images = prepare(np.stack([s["image"] for s in batch])).to(device)
-        logits = adapter(images)
-        pred = logits.argmax(1).cpu().numpy()
+        if memo is not None:
+            pred = memo.predict(adapter, batch, prepare, device)
+        else:
+            images = prepare(np.stack([s["image"] for s in batch])).to(device)
+            pred = adapter(images).argmax(1).cpu().numpy()
         batch_confusion = np.zeros_like(total)
         for p, s in zip(pred, batch):
             c = _confusion(p, np.asarray(s["label"]), num_classes)
