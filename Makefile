@@ -58,7 +58,7 @@ figure-classification: setup fashion-mnist
 	$(PY) -m experiments.classify $(ARGS)
 
 reproduce-tta: setup
-	$(PY) -m experiments.adapt $(ARGS)
+	$(PY) -m experiments.adapt build_missing=true $(ARGS)
 
 figures: figure-lmc figure-rebasin figure-classification
 
