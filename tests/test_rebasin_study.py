@@ -37,7 +37,8 @@ def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rebasin")
     overrides = ["study=rebasin", "scale=smoke", "seeds=[0]", "workers=1", f"runs_root={tmp / 'runs'}",
                  f"results_dir={tmp / 'results'}", f"scale.data_root={tmp / 'data'}", "scale.snapshot_iters=[2,4]",
-                 "scale.generate.n_train=4", "scale.generate.n_val=4", "scale.generate.n_source=4"]
+                 "scale.generate.n_train=4", "scale.generate.n_val=4", "scale.generate.n_source=4",
+                 "logger.wandb_mode=none"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("reproduce", overrides=overrides)
         with open_dict(cfg):
