@@ -60,7 +60,25 @@ def render(results_dir: str | Path) -> str:
         table = results_dir / study["study"] / f"{study['study']}.md"
         if table.exists():
             lines += [table.read_text(), ""]
+    lines += _other_results(results_dir, {s["study"] for s in studies})
     return "\n".join(lines)
+
+
+def _other_results(results_dir: Path, studies: set[str]) -> list[str]:
+    """Folders written by other entry points (classification, TTA): link their files.
+
+    A folder counts as stand-in when one of its Markdown files carries the stand-in note.
+    """
+    lines = []
+    for folder in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name not in studies):
+        files = sorted(f for f in folder.iterdir() if f.suffix in (".md", ".tex", ".csv", ".pdf"))
+        if not files:
+            continue
+        stand_in = any(STAND_IN_NOTE in f.read_text() for f in files if f.suffix == ".md")
+        origin = "stand-in (miniature)" if stand_in else "see its README for the data used"
+        links = ", ".join(f"[{f.name}]({os.path.relpath(f, results_dir)})" for f in files)
+        lines += [f"## {folder.name} ({origin})", "", links, ""]
+    return lines
 
 
 def write_report(results_dir: str | Path) -> Path:

@@ -138,3 +138,14 @@ def test_table4_reference_maps_norm_family_to_the_papers_backbone():
     assert paper_table4_harmonic_mean("ln_midpoint") == pytest.approx(60.2)
     assert paper_table4_harmonic_mean("bn_idd") == 52.1
     assert paper_table4_harmonic_mean("gn_pooled") is None
+
+
+def test_report_also_links_results_of_other_entry_points(tmp_path):
+    (tmp_path / "tta").mkdir()
+    (tmp_path / "tta" / "README.md").write_text(f"> {STAND_IN_NOTE}\n")
+    (tmp_path / "tta" / "curve.pdf").write_bytes(b"%PDF")
+    (tmp_path / "classification").mkdir()
+    (tmp_path / "classification" / "summary.md").write_text("real Fashion-MNIST")
+    text = render(tmp_path)
+    assert "## tta (stand-in (miniature))" in text and "[curve.pdf](tta/curve.pdf)" in text
+    assert "## classification (see its README for the data used)" in text
