@@ -82,7 +82,7 @@ def parameter_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tens
 
 def compare_at(evaluator: Evaluator, run_a: Path, a: dict, b: dict, seed: int) -> tuple[dict, dict]:
     """Scores (method -> domain -> confusion) and matching statistics for one pair of weights."""
-    model = evaluator._model(run_a, a)
+    model = evaluator.build_model(run_a, a)
     spec = backbone_permutation_spec(model, a)
     started = time.perf_counter()
     perm = fusion.weight_matching(spec, a, b, seed=seed)

@@ -152,7 +152,7 @@ class Evaluator:
             self._data[domain] = [loaded[i] for i in range(len(loaded))]
         return self._data[domain]
 
-    def _model(self, run_dir: Path, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    def build_model(self, run_dir: Path, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
         info = _model_info(run_dir)
         model = build_segmentor(info["segmentor"], **info.get("overrides", {}))
         model.load_state_dict(state, strict=True)
@@ -164,9 +164,12 @@ class Evaluator:
         if is_complete(out) and all((out / "confusion" / f"{d}.npy").exists() for d in self.domains):
             return {d: np.load(out / "confusion" / f"{d}.npy") for d in self.domains}
         start_run(out, "evaluate", {"model": str(run_dir), "domains": self.domains})
-        confusions, outputs = {}, {}
+        confusions, outputs, models = {}, {}, {}
         for domain in self.domains:
-            model = self._model(run_dir, states[domain])
+            # One network per distinct state dict (the encoder-only merge has one per head).
+            if id(states[domain]) not in models:
+                models[id(states[domain])] = self.build_model(run_dir, states[domain])
+            model = models[id(states[domain])]
             confusions[domain] = evaluate_model(model, self.dataset(domain), batch_size=self.batch_size,
                                                 progress=False)
             path = out / "confusion" / f"{domain}.npy"
@@ -205,7 +208,7 @@ def interpolation_curve(cfg: DictConfig, evaluator: Evaluator, name: str, curve:
     start_run(out, "curve", {"name": name, "a": str(a), "b": str(b), "alphas": alphas.tolist()},
               {"a": _checkpoint(a), "b": _checkpoint(b)})
     points = path_state_dicts(load_state(a), load_state(b), alphas, buffers=curve.get("buffers", "pooled_by_weight"))
-    model = evaluator._model(a, points[0])
+    model = evaluator.build_model(a, points[0])
     rows = []
     for domain in evaluator.domains:
         confusions = evaluate_path(model, points, evaluator.dataset(domain), batch_size=evaluator.batch_size)
