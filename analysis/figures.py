@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analysis.tables import DOMAIN_NAMES, render_csv  # noqa: E402
+from analysis.tables import DOMAIN_NAMES, mean_std, write_csv  # noqa: E402
 
 STYLE = Path(__file__).resolve().parent / "paper.mplstyle"
 # Font subsetting for the embedded TrueType fonts logs every table at INFO.
@@ -29,27 +29,20 @@ def save_figure(fig, out_pdf: str | Path, header: Sequence[str], rows: Sequence[
 
     ``note`` goes into the PDF's metadata (Subject), e.g. the stand-in statement.
     """
-    from experiments.runs import atomic_path, write_text_atomic
+    from experiments.runs import atomic_path
 
     out_pdf = Path(out_pdf)
     with atomic_path(out_pdf) as tmp:
         fig.savefig(tmp, format="pdf", metadata={"Subject": note} if note else None)
     plt.close(fig)
     out_csv = out_pdf.with_suffix(".csv")
-    write_text_atomic(out_csv, render_csv(header, rows))
+    write_csv(out_csv, header, rows)
     return out_pdf, out_csv
 
 
 def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def lmc_figure(rows: Sequence[dict], out_pdf: str | Path, title: str, endpoints: tuple[str, str],
@@ -70,7 +63,7 @@ def lmc_figure(rows: Sequence[dict], out_pdf: str | Path, title: str, endpoints:
         domains = list(dict.fromkeys(r["domain"] for r in rows))
         alphas = sorted({float(r["alpha"]) for r in rows})
         for domain in domains:
-            stats = [_mean_std([float(r["miou"]) for r in rows
+            stats = [mean_std([float(r["miou"]) for r in rows
                                 if r["domain"] == domain and float(r["alpha"]) == a]) for a in alphas]
             means = [m for m, _ in stats]
             style = dict(color="black", linewidth=1.6) if domain == "H" else {}

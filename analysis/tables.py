@@ -77,6 +77,12 @@ def paper_table3_harmonic_mean(subset: str) -> float | None:
     return None
 
 
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) over seeds; std 0 for one value."""
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
 @dataclass
 class Summary:
     """Mean and sample standard deviation of one cell over seeds."""
@@ -85,11 +91,11 @@ class Summary:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
+        return mean_std(self.values)[0] if self.values else math.nan
 
     @property
     def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
+        return mean_std(self.values)[1] if self.values else 0.0
 
     def format(self, digits: int = 1) -> str:
         if not self.values:
@@ -163,6 +169,13 @@ def render_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """``render_csv`` written atomically to ``path``."""
+    from experiments.runs import write_text_atomic
+
+    write_text_atomic(path, render_csv(header, rows))
 
 
 def write_table(out_stem: str | Path, header: Sequence[str], rows: Sequence[Sequence[str]],

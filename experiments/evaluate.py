@@ -68,15 +68,28 @@ def _as_list(items: list) -> list:
     return items
 
 
-def _groups(items: list[dict]) -> list[list[dict]]:
+def group_by_size(items: list[dict]) -> list[list[dict]]:
     """Split a batch into runs of equal image and label size (IDD mixes resolutions)."""
     groups: dict[tuple, list[dict]] = {}
     for item in items:
         if item.get("label") is None:
-            raise ValueError(f"{item.get('path', '<item>')} has no label: evaluation needs "
-                             "a split with ground truth")
+            raise ValueError(f"{item.get('path', '<item>')}: evaluation needs labels, this split has none")
         groups.setdefault((item["image"].shape, item["label"].shape), []).append(item)
     return list(groups.values())
+
+
+def predict_classes(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Class ids at the label ``size`` from decoder logits (B x C x h x w).
+
+    One bilinear step straight to the label size (the same as ``segment`` when the
+    input is not rescaled). Channels-last makes both the upsampling and the class max
+    read contiguous memory; max(1).indices keeps argmax's first-maximum rule and is
+    many times faster on CPU.
+    """
+    if tuple(logits.shape[2:]) != tuple(size):
+        logits = F.interpolate(logits.float().contiguous(memory_format=torch.channels_last),
+                               size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.max(1).indices
 
 
 def evaluate_model(model: torch.nn.Module, dataset: Sequence[dict], batch_size: int = 4,
@@ -116,7 +129,7 @@ def evaluate_model(model: torch.nn.Module, dataset: Sequence[dict], batch_size: 
     with torch.inference_mode(), tqdm(total=len(dataset), disable=not progress,
                                       desc=description, unit="img") as bar:
         for items in loader:
-            for group in _groups(items):
+            for group in group_by_size(items):
                 images = torch.from_numpy(np.stack([it["image"] for it in group]))
                 labels = torch.from_numpy(np.stack([it["label"] for it in group]))
                 x = normalize(images.to(device, non_blocking=True))
@@ -129,15 +142,8 @@ def evaluate_model(model: torch.nn.Module, dataset: Sequence[dict], batch_size: 
                         logits = model.decode_head(model.extract_feat(x))
                     else:
                         logits = slide_logits(model, x, crop, stride, num_classes)
-                if logits.shape[2:] != labels.shape[1:]:
-                    # One bilinear step straight to the label size (the same as
-                    # ``segment`` when the input is not rescaled). Channels-last makes
-                    # both the upsampling and the class max read contiguous memory.
-                    logits = F.interpolate(
-                        logits.float().contiguous(memory_format=torch.channels_last),
-                        size=labels.shape[1:], mode="bilinear", align_corners=False)
-                # max(1).indices: argmax's first-maximum rule, faster on CPU.
-                confusion.update(logits.max(1).indices, labels.to(device, non_blocking=True))
+                confusion.update(predict_classes(logits, labels.shape[1:]),
+                                 labels.to(device, non_blocking=True))
                 bar.update(len(group))
     return confusion.matrix
 

@@ -18,12 +18,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 import fusion
 from analysis.metrics import ConfusionMatrix
-from experiments.evaluate import evaluate_model
+from experiments.evaluate import evaluate_model, group_by_size, predict_classes
 from experiments.models import normalize
 
 
@@ -47,22 +46,7 @@ def path_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
 def _batches(dataset: Sequence[dict], batch_size: int):
     """``evaluate_model``'s batches: chunks of ``batch_size`` split into runs of equal size."""
     for start in range(0, len(dataset), batch_size):
-        groups: dict[tuple, list[dict]] = {}
-        for index in range(start, min(start + batch_size, len(dataset))):
-            item = dataset[index]
-            if item.get("label") is None:
-                raise ValueError(f"{item.get('path', '<item>')}: evaluation needs labels, this split has none")
-            groups.setdefault((item["image"].shape, item["label"].shape), []).append(item)
-        yield from groups.values()
-
-
-def _predict(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """Class ids at the label size, exactly as ``evaluate_model`` computes them."""
-    if logits.shape[2:] != size:
-        logits = F.interpolate(logits.float().contiguous(memory_format=torch.channels_last), size=size,
-                               mode="bilinear", align_corners=False)
-    # max(1).indices, not argmax(1): the same first-maximum rule, many times faster on CPU.
-    return logits.max(1).indices
+        yield from group_by_size([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 
 
 @torch.inference_mode()
@@ -94,11 +78,10 @@ def evaluate_path(model: torch.nn.Module, state_dicts: Sequence[Mapping[str, tor
         target = torch.from_numpy(np.stack([item["label"] for item in items])).to(device)
         for weights, meter in zip(points, meters):
             logits = functional_call(wrapper, weights, (images,), strict=False)
-            meter.update(_predict(logits, target.shape[1:]), target)
+            meter.update(predict_classes(logits, target.shape[1:]), target)
         if progress is not None:
             progress(len(items))
-    return np.stack([np.asarray(meter.matrix.cpu() if torch.is_tensor(meter.matrix) else meter.matrix)
-                     for meter in meters])
+    return np.stack([meter.matrix for meter in meters])
 
 
 def evaluate_path_naive(model: torch.nn.Module, state_dicts: Sequence[Mapping[str, torch.Tensor]],

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -32,8 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 import fusion
 from analysis.figures import read_csv_rows
 from analysis.metrics import harmonic_mean, mean_iou
+from analysis.tables import mean_std, write_csv
 from experiments.interpolate import evaluate_path
-from experiments.runs import finish_run, is_complete, start_run, write_text_atomic
+from experiments.runs import finish_run, is_complete, start_run
 from experiments.stages import Evaluator, _model_info
 from experiments.train import snapshot_path
 
@@ -140,22 +141,12 @@ def rebasin_comparison(cfg: DictConfig, evaluator: Evaluator, spec: Mapping, see
                          f"{stats['l2_after']:.6f}", stats["permutations"], stats["units"],
                          f"{stats['matching_seconds']:.3f}"])
         log.info("rebasin %s iteration %d: non-identity fraction %.4f", out.name, k, stats["nonidentity_fraction"])
-    _write_csv(out / "scores.csv", ["iteration", "seed", "method", "domain", "miou"], scores)
-    _write_csv(out / "matching.csv", ["iteration", "seed", "nonidentity_fraction", "l2_before", "l2_after",
+    write_csv(out / "scores.csv", ["iteration", "seed", "method", "domain", "miou"], scores)
+    write_csv(out / "matching.csv", ["iteration", "seed", "nonidentity_fraction", "l2_before", "l2_after",
                                       "permutations", "units", "matching_seconds"], matching)
     finish_run(out, {"scores": out / "scores.csv", "matching": out / "matching.csv"},
                metrics={"nonidentity_fraction": {str(r[0]): float(r[2]) for r in matching}})
     return out
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    write_text_atomic(path, "\n".join(",".join(map(str, r)) for r in [header, *rows]) + "\n")
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
 
 
 def write_rebasin_figure(cfg: DictConfig, results_dir: Path, note: str) -> list[Path]:
@@ -170,9 +161,9 @@ def write_rebasin_figure(cfg: DictConfig, results_dir: Path, note: str) -> list[
         scores += read_csv_rows(run / "scores.csv")
         matching += read_csv_rows(run / "matching.csv")
     iterations = sorted({int(r["iteration"]) for r in matching})
-    series = {m: [_mean_std([float(r["miou"]) for r in scores if r["method"] == m and r["domain"] == "H"
+    series = {m: [mean_std([float(r["miou"]) for r in scores if r["method"] == m and r["domain"] == "H"
                              and int(r["iteration"]) == k]) for k in iterations] for m in METHODS}
-    fraction = [_mean_std([float(r["nonidentity_fraction"]) for r in matching if int(r["iteration"]) == k])
+    fraction = [mean_std([float(r["nonidentity_fraction"]) for r in matching if int(r["iteration"]) == k])
                 for k in iterations]
     styles = {"midpoint": dict(color="C0", marker="o", label="midpoint"),
               "rebasin": dict(color="C3", marker="s", linestyle="--", label="Git Re-Basin + midpoint"),

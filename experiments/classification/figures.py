@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from analysis.tables import mean_std, write_csv
 from experiments.runs import atomic_path, write_text_atomic
 
 COLUMN_WIDTH_IN = 3.3
@@ -19,20 +18,6 @@ STYLE_FILE = Path(__file__).resolve().parents[2] / "analysis" / "paper.mplstyle"
 # Font subsetting for embedded (Type 42) fonts logs every glyph at INFO level.
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 SUMMARY_METRICS = ("accuracy_a", "accuracy_b", "accuracy_merged", "loss_merged", "barrier")
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=np.float64)
-    # Sample standard deviation over seeds; zero for a single seed.
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
 
 
 def _label(panel: str, starts: dict) -> str:
@@ -47,7 +32,7 @@ def path_statistics(seeds: Sequence[dict], metric: str) -> list[list[Any]]:
     for panel in seeds[0]["panels"]:
         paths = [s["panels"][panel]["path"] for s in seeds]
         for i, point in enumerate(paths[0]):
-            mean, std = _mean_std([p[i][metric] for p in paths])
+            mean, std = mean_std([p[i][metric] for p in paths])
             rows.append([panel, point["alpha"], mean, std, len(paths)])
     return rows
 
@@ -60,7 +45,7 @@ def plot_path(seeds: Sequence[dict], metric: str, pdf_path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = path_statistics(seeds, metric)
-    _write_csv(pdf_path.with_suffix(".csv"), ["panel", "alpha", "mean", "std", "seeds"], rows)
+    write_csv(pdf_path.with_suffix(".csv"), ["panel", "alpha", "mean", "std", "seeds"], rows)
     style = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 8, "axes.linewidth": 0.6,
              "legend.fontsize": 6.5, "legend.frameon": False}
     styles = [str(STYLE_FILE)] if STYLE_FILE.is_file() else []
@@ -95,7 +80,7 @@ def summarise(seeds: Sequence[dict]) -> dict[str, dict[str, dict[str, float]]]:
     for panel in seeds[0]["panels"]:
         summary[panel] = {}
         for metric in SUMMARY_METRICS:
-            mean, std = _mean_std([s["panels"][panel][metric] for s in seeds])
+            mean, std = mean_std([s["panels"][panel][metric] for s in seeds])
             summary[panel][metric] = {"mean": mean, "std": std, "seeds": len(seeds)}
     return summary
 
@@ -129,13 +114,13 @@ def write_outputs(seeds: Sequence[dict], out_dir: Path, note: str
     outputs = {"path_csv": out_dir / "interpolation.csv"}
     raw = [[panel, s["seed"], row["alpha"], row["accuracy"], row["loss"]]
            for s in seeds for panel, result in s["panels"].items() for row in result["path"]]
-    _write_csv(outputs["path_csv"], ["panel", "seed", "alpha", "accuracy", "loss"], raw)
+    write_csv(outputs["path_csv"], ["panel", "seed", "alpha", "accuracy", "loss"], raw)
     for metric in ("accuracy", "loss"):
         pdf = plot_path(seeds, metric, out_dir / f"interpolation_{metric}.pdf")
         outputs[f"{metric}_pdf"], outputs[f"{metric}_csv"] = pdf, pdf.with_suffix(".csv")
     summary = summarise(seeds)
     outputs["summary_csv"] = out_dir / "summary.csv"
-    _write_csv(outputs["summary_csv"], ["panel", "start_a", "start_b", "metric", "mean", "std", "seeds"],
+    write_csv(outputs["summary_csv"], ["panel", "start_a", "start_b", "metric", "mean", "std", "seeds"],
                [[panel, seeds[0]["panels"][panel]["starts"]["a"], seeds[0]["panels"][panel]["starts"]["b"],
                  metric, v["mean"], v["std"], v["seeds"]]
                 for panel, metrics in summary.items() for metric, v in metrics.items()])
