@@ -142,35 +142,41 @@ def _rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
 
 
+def _per_image(images01: torch.Tensor, generator: torch.Generator, probability: float, draws: int,
+               transform) -> torch.Tensor:
+    """Apply ``transform(image, u)`` to each image with ``probability``.
+
+    Every image draws ``draws`` uniforms whether it is transformed or not (the first
+    decides, the rest parametrise ``transform``), so the random stream does not depend
+    on which images were picked.
+    """
+    out = []
+    for image in images01:
+        u = torch.rand(draws, generator=generator)
+        out.append(transform(image, u[1:]) if u[0] < probability else image)
+    return torch.stack(out)
+
+
 def color_jitter(images01: torch.Tensor, generator: torch.Generator, strength: float = 0.2,
                  probability: float = 0.8) -> torch.Tensor:
     """Brightness, contrast, saturation and hue jitter of ``strength``, per image with ``probability``."""
-    out = []
-    for image in images01:
-        u = torch.rand(5, generator=generator)
-        if u[0] >= probability:
-            out.append(image)
-            continue
-        factors = 1 + strength * (2 * u[1:4] - 1)
+    def jitter(image: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        factors = 1 + strength * (2 * u[:3] - 1)
         x = image.unsqueeze(0)
         x = (x * factors[0]).clamp(0, 1)
         x = ((x - _grey(x).mean()) * factors[1] + _grey(x).mean()).clamp(0, 1)
         x = ((x - _grey(x)) * factors[2] + _grey(x)).clamp(0, 1)
-        x = _rotate_hue(x, (strength * (2 * u[4:5] - 1)) / 2).clamp(0, 1)
-        out.append(x[0])
-    return torch.stack(out)
+        x = _rotate_hue(x, (strength * (2 * u[3:4] - 1)) / 2).clamp(0, 1)
+        return x[0]
+
+    return _per_image(images01, generator, probability, 5, jitter)
 
 
 def gaussian_blur(images01: torch.Tensor, generator: torch.Generator, probability: float = 0.5,
                   sigma_range: tuple[float, float] = (0.15, 1.15)) -> torch.Tensor:
     """Blur each image with probability ``probability``; kernel ~ 0.1 x height (odd), as DACS."""
-    out = []
-    for image in images01:
-        u = torch.rand(2, generator=generator)
-        if u[0] >= probability:
-            out.append(image)
-            continue
-        sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[1].item()
+    def blur(image: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[0].item()
         size = max(3, int(math.ceil(0.1 * image.shape[-2])) | 1)
         x = torch.arange(size, dtype=image.dtype) - size // 2
         kernel = torch.exp(-(x**2) / (2 * sigma**2))
@@ -178,8 +184,9 @@ def gaussian_blur(images01: torch.Tensor, generator: torch.Generator, probabilit
         img = F.pad(image.unsqueeze(0), (size // 2,) * 4, mode="reflect")
         img = F.conv2d(img, kernel.view(1, 1, 1, -1).expand(3, 1, 1, size), groups=3)
         img = F.conv2d(img, kernel.view(1, 1, -1, 1).expand(3, 1, size, 1), groups=3)
-        out.append(img[0])
-    return torch.stack(out)
+        return img[0]
+
+    return _per_image(images01, generator, probability, 2, blur)
 
 
 # ---------------------------------------------------------------- rare class sampling
