@@ -7,7 +7,9 @@ init, perturbed per member, BatchNorm statistics and counters set per member).
 A merge of K models must read K models and write one new one, so the bound is
 the time to clone one member (read it, write it into new memory) plus the time
 to read the other K - 1 once; bound and merge are timed alternately in the same
-process on the same tensors, and the best of ``--repeats`` runs is kept.
+process on the same tensors, and the best of ``--repeats`` runs is kept. The
+merge is timed on both engines (``fusion.native``): the compiled one-pass
+kernel and torch operations (``MTDA_NATIVE=0``), which give the same result.
 Peak resident memory is measured in a fresh subprocess per merge
 (``VmHWM``, else ``resource.getrusage``), above the process's memory after imports, in units of
 one model's bytes.
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 
 import fusion
+from fusion import native
 
 BACKBONES = {
     "resnet101": dict(type="ResNetV1c", depth=101),
@@ -80,7 +83,14 @@ def time_read(state_dict: dict[str, torch.Tensor]) -> float:
     return time.perf_counter() - start
 
 
-def time_merge(members: list[dict[str, torch.Tensor]]) -> float:
+def use_engine(name: str) -> None:
+    os.environ["MTDA_NATIVE"] = "1" if name == "compiled" else "0"
+    native.reset()
+    native.kernel()  # build/load outside the timed region
+
+
+def time_merge(members: list[dict[str, torch.Tensor]], engine: str) -> float:
+    use_engine(engine)
     start = time.perf_counter()
     merged = fusion.merge_linear(members)
     elapsed = time.perf_counter() - start
@@ -88,16 +98,20 @@ def time_merge(members: list[dict[str, torch.Tensor]]) -> float:
     return elapsed
 
 
-def speed(name: str, members: list[dict[str, torch.Tensor]], repeats: int) -> list[dict]:
+def speed(name: str, members: list[dict[str, torch.Tensor]], repeats: int,
+          engines: list[str]) -> list[dict]:
     rows = []
     for count in (2, 4):
-        bounds, merges = [], []
-        for _ in range(repeats):  # alternate, so load changes hit both alike
+        bounds, merges = [], {engine: [] for engine in engines}
+        for _ in range(repeats):  # alternate, so load changes hit all alike
             reads = sum(time_read(member) for member in members[1:count])
             bounds.append(time_clone(members[0]) + reads)
-            merges.append(time_merge(members[:count]))
-        rows.append(dict(model=name, K=count, merge_s=min(merges), bound_s=min(bounds),
-                         fraction_of_bound=min(bounds) / min(merges)))
+            for engine in engines:
+                merges[engine].append(time_merge(members[:count], engine))
+        for engine in engines:
+            rows.append(dict(model=name, K=count, engine=engine, merge_s=min(merges[engine]),
+                             bound_s=min(bounds),
+                             fraction_of_bound=min(bounds) / min(merges[engine])))
     return rows
 
 
@@ -165,15 +179,19 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "speed": [], "memory": []}
+    engines = ["compiled", "torch"] if native.kernel() is not None else ["torch"]
+    print(f"engine: {native.describe()}")
+    results = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "engine": native.describe(),
+               "speed": [], "memory": []}
     for name in args.models:
         members = build_members(name, 4)
         size = model_bytes(members[0]) / 2**20
         print(f"{name}: {len(members[0])} tensors, {size:.1f} MiB per model")
-        for row in speed(name, members, args.repeats):
+        for row in speed(name, members, args.repeats, engines):
             results["speed"].append(row)
-            print(f"  K={row['K']}: merge {row['merge_s'] * 1e3:7.1f} ms, copy bound "
+            print(f"  K={row['K']} {row['engine']:>8}: merge {row['merge_s'] * 1e3:7.1f} ms, copy bound "
                   f"{row['bound_s'] * 1e3:7.1f} ms, fraction of bound {row['fraction_of_bound']:.2f}")
+        use_engine(engines[0])
         with tempfile.TemporaryDirectory(prefix="merge_bench_") as workdir:
             for row in peak_memory(name, members, Path(workdir)):
                 results["memory"].append(row)

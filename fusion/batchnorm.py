@@ -102,13 +102,21 @@ def merge_batchnorm_statistics(
     if rule == "first":
         return means[0].clone(), variances[0].clone(), None if counts is None else counts[0].clone()
     pi = torch.tensor(pooling_weights(counts, weights, rule, key), dtype=torch.float64)
-    pi = pi.view(-1, *([1] * means[0].dim()))
-    mu_k = torch.stack(means).to(torch.float64)
-    var_k = torch.stack(variances).to(torch.float64)
-    mean64 = (pi * mu_k).sum(0)
-    if rule == "average":
-        var64 = (pi * var_k).sum(0)
-    else:
-        var64 = (pi * (var_k + (mu_k - mean64).square())).sum(0)
+    mean64, var64 = pool_statistics(pi.view(-1, *([1] * means[0].dim())),
+                                    torch.stack(means).to(torch.float64),
+                                    torch.stack(variances).to(torch.float64), rule)
     count = None if counts is None else merge_counters(counts, weights, rule, key)
     return mean64.to(means[0].dtype), var64.to(variances[0].dtype), count
+
+
+def pool_statistics(pi: torch.Tensor, mu_k: torch.Tensor, var_k: torch.Tensor,
+                    rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pooling arithmetic in float64, model index first: ``mu_k``/``var_k`` of shape
+    (K, ...) and ``pi`` broadcastable to them (per layer, or per channel when many
+    layers are merged as one tensor). Elementwise, so batching layers changes nothing."""
+    if rule == "first":
+        return mu_k[0], var_k[0]
+    mean64 = (pi * mu_k).sum(0)
+    if rule == "average":
+        return mean64, (pi * var_k).sum(0)
+    return mean64, (pi * (var_k + (mu_k - mean64).square())).sum(0)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .batchnorm import check_rule, merge_batchnorm_statistics, merge_counters
+from . import native
+from .batchnorm import check_rule, merge_counters, pool_statistics, pooling_weights
 from .state import (COUNTER, OTHER_BUFFER, PARAMETER, BatchNormKeys, StateDict, _names,
                     batchnorm_layers, check_compatible, check_weights, classify)
 
@@ -71,19 +72,35 @@ def _refuse_nonfinite(key: str, tensors: Sequence[torch.Tensor]) -> None:
 
 def weighted_sum(tensors: Sequence[torch.Tensor], weights: Sequence[float], key: str,
                  scratch: torch.Tensor | None = None) -> torch.Tensor:
-    """sum_k w_k t_k accumulated in float64 block by block, stored in the inputs' dtype.
+    """sum_k w_k t_k accumulated in float64, stored in the inputs' dtype.
 
-    ``scratch``: optional float64 buffer of at least 2 x ``_BLOCK`` elements.
-    Refuses NaN/Inf (naming ``key``): any of them makes the sum non-finite, so a
-    cheap sum of each output block replaces a separate pass over the inputs.
+    Runs on the compiled one-pass kernel (``fusion.native``) where it applies,
+    else on torch operations block by block; both add in the order k = 0..K-1.
+    ``scratch``: optional float64 buffer of at least 2 x ``_BLOCK`` elements for
+    the torch path. Refuses NaN/Inf, naming ``key``: any of them makes the sum
+    non-finite, so checking the output replaces a separate pass over the inputs.
     """
     out = torch.empty(tensors[0].shape, dtype=tensors[0].dtype)
+    engine = native.kernel()
+    nonfinite = None if engine is None else engine.weighted_sum(tensors, weights, out)
+    if nonfinite is None:
+        nonfinite = _weighted_sum_torch(tensors, weights, out, scratch)
+    if nonfinite:  # rare: overflow of the sum, or NaN/Inf in an input
+        _refuse_nonfinite(key, tensors)
+        raise ValueError(f"the weighted sum overflows in: {_names([key])}")
+    return out
+
+
+def _weighted_sum_torch(tensors: Sequence[torch.Tensor], weights: Sequence[float],
+                        out: torch.Tensor, scratch: torch.Tensor | None) -> bool:
+    """The torch-operations path of ``weighted_sum``; True if ``out`` holds NaN/Inf."""
     flat_out = out.view(-1)
     flats = [t.reshape(-1) for t in tensors]
     total = flat_out.numel()
     if scratch is None:
         scratch = torch.empty(2 * min(_BLOCK, total), dtype=torch.float64)
     half = scratch.numel() // 2
+    nonfinite = False
     for start in range(0, total, _BLOCK):
         stop = min(start + _BLOCK, total)
         acc, converted = scratch[: stop - start], scratch[half: half + stop - start]
@@ -96,9 +113,10 @@ def weighted_sum(tensors: Sequence[torch.Tensor], weights: Sequence[float], key:
             acc.add_(converted, alpha=weight)
         block = flat_out[start:stop]
         block.copy_(acc)
-        if not math.isfinite(float(block.sum())):  # rare: overflow of the sum, or NaN/Inf
-            _refuse_nonfinite(key, tensors)
-    return out
+        # A finite sum proves every element finite; only a non-finite one needs the exact test.
+        if not nonfinite and not math.isfinite(float(block.sum())):
+            nonfinite = not bool(torch.isfinite(block).all())
+    return nonfinite
 
 
 class _SmallParameters:
@@ -112,16 +130,19 @@ class _SmallParameters:
     def __init__(self, count: int, weights: Sequence[float], emit: Emitter, scratch: torch.Tensor):
         self.count, self.weights, self.emit, self.scratch = count, weights, emit, scratch
         self.pending: dict[torch.dtype, list[tuple[str, list[torch.Tensor]]]] = {}
+        self.sizes: dict[torch.dtype, int] = {}
 
     def add(self, key: str, tensors: list[torch.Tensor]) -> None:
-        batch = self.pending.setdefault(tensors[0].dtype, [])
-        batch.append((key, tensors))
-        if sum(t[0].numel() for _, t in batch) >= _BLOCK:
-            self.flush(tensors[0].dtype)
+        dtype = tensors[0].dtype
+        self.pending.setdefault(dtype, []).append((key, tensors))
+        self.sizes[dtype] = self.sizes.get(dtype, 0) + tensors[0].numel()
+        if self.sizes[dtype] >= _BLOCK:
+            self.flush(dtype)
 
     def flush(self, dtype: torch.dtype | None = None) -> None:
         for kind in [dtype] if dtype is not None else list(self.pending):
             batch = self.pending.pop(kind, [])
+            self.sizes.pop(kind, None)
             if not batch:
                 continue
             joined = [torch.cat([t[i].reshape(-1) for _, t in batch]) for i in range(self.count)]
@@ -138,10 +159,71 @@ class _SmallParameters:
                 offset += size
 
 
-def _check_statistics(key: str, means: list[torch.Tensor], variances: list[torch.Tensor]) -> None:
-    if not math.isfinite(float(torch.stack(means + variances).sum())):  # one pass for all
-        _refuse_nonfinite(key + "running_mean", means)
-        _refuse_nonfinite(key + "running_var", variances)
+@dataclass
+class _Statistics:
+    layer: BatchNormKeys
+    means: list[torch.Tensor]
+    variances: list[torch.Tensor]
+    counts: list[torch.Tensor] | None
+    pi: list[float]
+
+
+class _BatchNormLayers:
+    """BatchNorm statistics of many layers pooled as one tensor per model.
+
+    Each layer keeps its own pi_k (from its counters), spread over its channels;
+    ``pool_statistics`` is elementwise, so the result equals pooling each layer
+    on its own (``merge_batchnorm_statistics``) exactly, at a fraction of the calls.
+    """
+
+    def __init__(self, count: int, weights: Sequence[float], rule: str, emit: Emitter):
+        self.count, self.weights, self.rule, self.emit = count, weights, rule, emit
+        self.pending: dict[tuple[torch.dtype, torch.dtype], list[_Statistics]] = {}
+        self.sizes: dict[tuple[torch.dtype, torch.dtype], int] = {}
+
+    def add(self, layer: BatchNormKeys, means: list[torch.Tensor], variances: list[torch.Tensor],
+            counts: list[torch.Tensor] | None) -> None:
+        # refusals about the counters come at once, naming the layer
+        pi = pooling_weights(counts, self.weights, self.rule, layer.prefix)
+        group = (means[0].dtype, variances[0].dtype)
+        self.pending.setdefault(group, []).append(_Statistics(layer, means, variances, counts, pi))
+        self.sizes[group] = self.sizes.get(group, 0) + means[0].numel()
+        if self.sizes[group] >= _BLOCK:
+            self.flush(group)
+
+    def flush(self, group: tuple[torch.dtype, torch.dtype] | None = None) -> None:
+        for kind in [group] if group is not None else list(self.pending):
+            batch = self.pending.pop(kind, [])
+            self.sizes.pop(kind, None)
+            if batch:
+                self._merge(batch)
+
+    def _merge(self, batch: list[_Statistics]) -> None:
+        def joined(field: str) -> torch.Tensor:  # (K, channels of all layers), float64
+            return torch.stack([torch.cat([getattr(s, field)[k].reshape(-1) for s in batch])
+                                for k in range(self.count)]).to(torch.float64)
+
+        mu_k, var_k = joined("means"), joined("variances")
+        if not math.isfinite(float(mu_k.sum() + var_k.sum())):  # one pass for all layers
+            for stats in batch:
+                _refuse_nonfinite(stats.layer.prefix + "running_mean", stats.means)
+                _refuse_nonfinite(stats.layer.prefix + "running_var", stats.variances)
+        sizes = torch.tensor([s.means[0].numel() for s in batch])
+        pi = torch.tensor([s.pi for s in batch], dtype=torch.float64).T.repeat_interleave(sizes, 1)
+        mean64, var64 = pool_statistics(pi, mu_k, var_k, self.rule)
+        offset = 0
+        for stats in batch:
+            size, layer = stats.means[0].numel(), stats.layer
+            part = slice(offset, offset + size)
+            # copy=True: float64 statistics must not stay views of one shared buffer
+            self.emit(layer.mean, mean64[part].to(stats.means[0].dtype, copy=True)
+                      .view(stats.means[0].shape))
+            self.emit(layer.var, var64[part].to(stats.variances[0].dtype, copy=True)
+                      .view(stats.variances[0].shape))
+            if layer.count is not None:
+                self.emit(layer.count, merge_counters(stats.counts, self.weights, self.rule,
+                                                      layer.prefix))
+            offset += size
 
 
 def merge_entries(units: Sequence[Unit], get: Getter, count: int, weights: Sequence[float],
@@ -154,18 +236,13 @@ def merge_entries(units: Sequence[Unit], get: Getter, count: int, weights: Seque
     """
     scratch = torch.empty(2 * _BLOCK, dtype=torch.float64)
     small = _SmallParameters(count, weights, emit, scratch)
+    statistics = _BatchNormLayers(count, weights, buffers, emit)
     for unit in units:
         if unit.kind == "batchnorm":
             layer = unit.layer
-            means = [get(i, layer.mean) for i in range(count)]
-            variances = [get(i, layer.var) for i in range(count)]
-            counts = None if layer.count is None else [get(i, layer.count) for i in range(count)]
-            _check_statistics(layer.prefix, means, variances)
-            mean, var, counter = merge_batchnorm_statistics(
-                means, variances, counts, weights, buffers, key=layer.prefix)
-            for key, value in ((layer.mean, mean), (layer.var, var), (layer.count, counter)):
-                if key is not None:
-                    emit(key, value)
+            statistics.add(layer, [get(i, layer.mean) for i in range(count)],
+                           [get(i, layer.var) for i in range(count)],
+                           None if layer.count is None else [get(i, layer.count) for i in range(count)])
             continue
         key = unit.keys[0]
         tensors = [get(i, key) for i in range(count)]
@@ -184,6 +261,7 @@ def merge_entries(units: Sequence[Unit], get: Getter, count: int, weights: Seque
         else:  # pragma: no cover - plan_merge makes only the kinds above
             raise AssertionError(unit.kind)
     small.flush()
+    statistics.flush()
 
 
 def merge_linear(state_dicts: Sequence[StateDict], weights: Sequence[float] | None = None,

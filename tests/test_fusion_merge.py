@@ -296,3 +296,28 @@ def test_slerp_endpoints_norm_and_fallback():
         norm = fusion.slerp({"w": p}, {"w": q}, t)["w"].norm()
         torch.testing.assert_close(norm, p.norm(), rtol=1e-5, atol=0)
     assert ((0.5 * p + 0.5 * q).norm() < p.norm() - 1e-3)
+
+
+@pytest.mark.parametrize("rule", ["pooled", "pooled_by_weight", "average", "first"])
+def test_many_layers_pooled_together_equal_each_layer_pooled_alone(rule):
+    # merge_linear pools the statistics of many BatchNorm layers as one tensor;
+    # each layer has its own counters, so its own pi_k, and the result must be
+    # exactly that of merge_batchnorm_statistics on the layer alone.
+    generator = torch.Generator().manual_seed(3)
+    dtypes = [torch.float32, torch.float64, torch.float16]
+    states = [{} for _ in range(3)]
+    for layer in range(40):
+        channels = [3, 64, 700][layer % 3]
+        dtype = dtypes[layer % len(dtypes)]
+        for index, state in enumerate(states):
+            state[f"l{layer}.running_mean"] = torch.randn(channels, generator=generator).to(dtype)
+            state[f"l{layer}.running_var"] = (torch.rand(channels, generator=generator) + 0.1).to(dtype)
+            state[f"l{layer}.num_batches_tracked"] = torch.tensor(1 + (layer * 7 + index * 13) % 50)
+    weights = [0.5, 0.2, 0.3]
+    merged = fusion.merge_linear(states, weights, buffers=rule)
+    for layer in range(40):
+        keys = [f"l{layer}.{leaf}" for leaf in ("running_mean", "running_var", "num_batches_tracked")]
+        alone = merge_batchnorm_statistics(*[[s[k] for s in states] for k in keys], weights, rule)
+        for key, expected in zip(keys, alone):
+            assert torch.equal(merged[key], expected) and merged[key].dtype == expected.dtype, key
+            assert merged[key].untyped_storage().nbytes() == expected.numel() * expected.element_size()
