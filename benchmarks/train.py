@@ -8,6 +8,7 @@
    RTX 2080 Ti (1.44 s per iteration).
 
     .venv/bin/python benchmarks/train.py [--iters 20] [--threads 1] [--size 128x64]
+        [--gpu-iters 10] [--gpu-only] [--out FILE.json]
 
 Batches are synthetic (random images, blocky random labels): the data pipeline is not timed.
 """
@@ -110,13 +111,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--size", default="128x64", help="miniature WIDTH x HEIGHT")
     parser.add_argument("--gpu-iters", type=int, default=10)
+    parser.add_argument("--gpu-only", action="store_true", help="skip the miniature CPU section")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     quiet_libraries()
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.lower().split("x"))
     results = []
-    for segmentor in ("mini_r18", "mini_mitb0"):
+    for segmentor in () if args.gpu_only else ("mini_r18", "mini_mitb0"):
         for recipe in ("daformer", "source_only"):
             r = measure(segmentor, recipe, (height, width), args.iters, torch.device("cpu"))
             results.append(r)

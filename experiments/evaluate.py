@@ -132,6 +132,8 @@ def evaluate_model(model: torch.nn.Module, dataset: Sequence[dict], batch_size: 
             for group in group_by_size(items):
                 images = torch.from_numpy(np.stack([it["image"] for it in group]))
                 labels = torch.from_numpy(np.stack([it["label"] for it in group]))
+                if cuda:  # pinned: the copies queue behind the previous batch's kernels
+                    images, labels = images.pin_memory(), labels.pin_memory()
                 x = normalize(images.to(device, non_blocking=True))
                 if scale is not None:
                     size = keep_ratio_size(x.shape[2], x.shape[3], scale)

@@ -32,8 +32,7 @@ import torch.nn.functional as F
 
 from experiments import daformer_head  # noqa: F401  (registers DAFormerHead, DeepLabV2Head)
 
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
+from experiments.tensors import MEAN, STD, device_constant  # noqa: E402
 
 _BN = dict(type="BN", requires_grad=True)
 # ResNet-V1c at output stride 8, as DeepLabV2 and the authors' R101 DAFormer use it.
@@ -158,8 +157,8 @@ def normalize(images: np.ndarray | torch.Tensor, device: torch.device | str | No
     elif x.shape[1] != 3:
         raise ValueError(f"images must be B x H x W x 3 or B x 3 x H x W, got {tuple(x.shape)}")
     x = x.to(device=device if device is not None else x.device, dtype=torch.float32)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    mean = device_constant(MEAN, x.device).view(1, 3, 1, 1)
+    std = device_constant(STD, x.device).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous()
 
 

@@ -7,6 +7,7 @@ The training loop that strings these together lives in ``experiments/train.py``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Sequence
 
@@ -15,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.tensors import MEAN, STD, device_constant
+
 IGNORE_INDEX = 255
 # Image normalisation of every segmentor (RGB, 0..255 scale), REFERENCE.md section 3.
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
 # DAFormer's ignore margins are given for a 512-row crop: top 15, bottom 120 rows
 # (the ego-vehicle bonnet and the rectification border of Cityscapes).
 REFERENCE_CROP_ROWS = 512
@@ -27,8 +28,8 @@ REFERENCE_MARGINS = (15, 120)
 
 def to_model_input(images01: torch.Tensor) -> torch.Tensor:
     """Normalise B x 3 x H x W images in [0, 1] the way the segmentors expect."""
-    mean = images01.new_tensor(MEAN).view(1, 3, 1, 1)
-    std = images01.new_tensor(STD).view(1, 3, 1, 1)
+    mean = device_constant(MEAN, images01.device, images01.dtype).view(1, 3, 1, 1)
+    std = device_constant(STD, images01.device, images01.dtype).view(1, 3, 1, 1)
     return (images01 * 255.0 - mean) / std
 
 
@@ -49,10 +50,17 @@ def ema_update(teacher: nn.Module, student: nn.Module, iteration: int, alpha: fl
     Returns the alpha used.
     """
     alpha_t = ema_alpha(iteration, alpha)
-    for t_param, s_param in zip(teacher.parameters(), student.parameters(), strict=True):
+    t_params, s_params = list(teacher.parameters()), [p.detach() for p in student.parameters()]
+    if len(t_params) != len(s_params):
+        raise ValueError(f"teacher has {len(t_params)} parameters, student {len(s_params)}")
+    for t_param, s_param in zip(t_params, s_params):
         if t_param.shape != s_param.shape:
             raise ValueError(f"teacher/student parameter shapes differ: {t_param.shape} vs {s_param.shape}")
-        t_param.mul_(alpha_t).add_(s_param.detach(), alpha=1.0 - alpha_t)
+    # The same mul_ and add_ per tensor; on a GPU, a few multi-tensor kernels instead of
+    # two launches per parameter.
+    with torch.no_grad():
+        torch._foreach_mul_(t_params, alpha_t)
+        torch._foreach_add_(t_params, s_params, alpha=1.0 - alpha_t)
     return alpha_t
 
 
@@ -131,15 +139,25 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
     return (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1)
 
 
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
+@functools.lru_cache(maxsize=16)
+def _yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    to_yiq = torch.tensor(_TO_YIQ, dtype=dtype)  # inverted on the CPU, once
+    return to_yiq.to(device), torch.linalg.inv(to_yiq).to(device)
+
+
 def _rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     # Rotate chroma in YIQ space: a linear stand-in for a hue shift of ``turns`` of the circle.
-    to_yiq = images.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    # ``turns`` (one value, on the CPU) enters as Python floats: no copy to the device.
+    to_yiq, from_yiq = _yiq_matrices(images.device, images.dtype)
     yiq = torch.einsum("ij,bjhw->bihw", to_yiq, images)
     angle = turns * 2 * math.pi
-    cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    cos, sin = float(torch.cos(angle)), float(torch.sin(angle))
     i, q = yiq[:, 1], yiq[:, 2]
     yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], dim=1)
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
+    return torch.einsum("ij,bjhw->bihw", from_yiq, yiq)
 
 
 def _per_image(images01: torch.Tensor, generator: torch.Generator, probability: float, draws: int,
@@ -161,11 +179,13 @@ def color_jitter(images01: torch.Tensor, generator: torch.Generator, strength: f
                  probability: float = 0.8) -> torch.Tensor:
     """Brightness, contrast, saturation and hue jitter of ``strength``, per image with ``probability``."""
     def jitter(image: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        factors = 1 + strength * (2 * u[:3] - 1)
+        # u comes from the CPU generator; its values enter as Python floats (the float32
+        # values exactly), so GPU images need no host-to-device copy per image.
+        brightness, contrast, saturation = (1 + strength * (2 * u[:3] - 1)).tolist()
         x = image.unsqueeze(0)
-        x = (x * factors[0]).clamp(0, 1)
-        x = ((x - _grey(x).mean()) * factors[1] + _grey(x).mean()).clamp(0, 1)
-        x = ((x - _grey(x)) * factors[2] + _grey(x)).clamp(0, 1)
+        x = (x * brightness).clamp(0, 1)
+        x = ((x - _grey(x).mean()) * contrast + _grey(x).mean()).clamp(0, 1)
+        x = ((x - _grey(x)) * saturation + _grey(x)).clamp(0, 1)
         x = _rotate_hue(x, (strength * (2 * u[3:4] - 1)) / 2).clamp(0, 1)
         return x[0]
 
@@ -178,7 +198,7 @@ def gaussian_blur(images01: torch.Tensor, generator: torch.Generator, probabilit
     def blur(image: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[0].item()
         size = max(3, int(math.ceil(0.1 * image.shape[-2])) | 1)
-        x = torch.arange(size, dtype=image.dtype) - size // 2
+        x = torch.arange(size, dtype=image.dtype, device=image.device) - size // 2
         kernel = torch.exp(-(x**2) / (2 * sigma**2))
         kernel = kernel / kernel.sum()
         img = F.pad(image.unsqueeze(0), (size // 2,) * 4, mode="reflect")
@@ -249,7 +269,7 @@ def feature_distance(student_feat: torch.Tensor, imagenet_feat: torch.Tensor, la
     labels are countable objects; zero when no cell is a thing class.
     """
     cells = downscale_labels(labels, tuple(student_feat.shape[-2:]))
-    mask = torch.isin(cells, torch.tensor(list(thing_classes), device=cells.device))
+    mask = torch.isin(cells, device_constant(tuple(thing_classes), cells.device, torch.long))
     if not mask.any():
         return student_feat.sum() * 0.0
     dist = torch.norm(student_feat - imagenet_feat.detach(), dim=1, p=2)

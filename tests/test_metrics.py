@@ -54,10 +54,12 @@ def test_reset_and_device_and_range_errors():
     assert cm.matrix.sum() == 2 and cm.tensor.device.type == "cpu"
     cm.reset()
     assert cm.matrix.sum() == 0
-    with pytest.raises(ValueError, match=r"target \[7\]"):
+    with pytest.raises(ValueError, match=r"target ids span \[1, 7\]"):
         cm.update(torch.tensor([0, 1]), torch.tensor([7, 1]))
-    with pytest.raises(ValueError, match=r"prediction \[3\]"):
+    with pytest.raises(ValueError, match=r"prediction ids span \[1, 3\]"):
         cm.update(torch.tensor([3, 1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"prediction ids span \[-1, 1\]"):
+        cm.update(torch.tensor([-1, 1]), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="shape"):
         cm.update(torch.zeros(2, 3), torch.zeros(3, 2))
 
@@ -148,3 +150,18 @@ def test_save_and_load_confusion(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((2, 3)))
     with pytest.raises(ValueError, match="bad.npy"):
         M.load_confusion(tmp_path / "bad.npy")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_confusion_on_cuda_equals_cpu_and_refuses_bad_ids_when_read():
+    pairs = random_pairs(5)
+    cm = M.ConfusionMatrix(NUM_CLASSES, device="cuda")
+    for pred, gt in pairs:
+        cm.update(torch.from_numpy(pred).cuda(), torch.from_numpy(gt).cuda())
+    np.testing.assert_array_equal(cm.matrix, confusion_of(pairs))
+    bad = M.ConfusionMatrix(3, device="cuda")
+    bad.update(torch.tensor([0, 1], device="cuda"), torch.tensor([7, 1], device="cuda"))  # no sync
+    bad.update(torch.tensor([0, 2], device="cuda"), torch.tensor([0, 1], device="cuda"))
+    with pytest.raises(ValueError, match=r"target ids span \[0, 7\]"):
+        bad.matrix
