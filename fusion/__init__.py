@@ -1,8 +1,10 @@
 """Training-free merging of any number of models, as pure functions on state dicts.
 
-Torch only: no Hydra, no mmseg. Entries are matched by name; float parameters,
-BatchNorm statistics and integer counters each follow their own rule
-(REFERENCE.md §1).
+Torch only: no Hydra, no mmseg. The weighted sum runs in a small C kernel
+compiled on first use where a C compiler exists (``fusion.native``), else on
+torch operations. Entries are matched by name; float parameters, BatchNorm
+statistics and integer counters each follow their own rule (REFERENCE.md §1).
+``python -m fusion`` builds the kernel and says which engine merges use.
 """
 
 from .baselines import slerp, task_arithmetic, ties_merging

@@ -209,7 +209,3 @@ def reset() -> None:
     """Forget the loaded kernel, so the next merge re-reads the environment and cache."""
     with _lock:
         _state.clear()
-
-
-if __name__ == "__main__":  # python -m fusion.native: build now and say which engine merges use
-    print(describe())

@@ -29,5 +29,7 @@ if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
 fi
 $PIP install -r requirements.txt
 $PIP install --no-deps -e .
+# Compile the merge kernel now (else on the first merge); says which engine merges use.
+"$VENV/bin/python" -m fusion || true
 echo "$want" > "$STAMP"
 echo "setup: .venv ready"
