@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from fusion.checkpoint import atomic_file, sha256_of
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: run folders are not locked
+    fcntl = None
 
 STAND_IN_NOTE = (
     "Results on the miniature benchmark: a procedurally generated stand-in for the "
@@ -80,16 +86,70 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
     return bool(manifest) and manifest.get("status") == "complete"
 
 
+LOCK_NAME = ".lock"
+_CLAIMS: dict[Path, int] = {}  # run folders this process holds -> open lock file
+
+
+class RunInUse(RuntimeError):
+    """Another live process works in this run folder."""
+
+
+def claim(run_dir: str | os.PathLike) -> None:
+    """Hold ``run_dir`` for this process until ``release`` (or ``finish_run``) or exit.
+
+    Two processes must never write one run folder (two SLURM jobs training the same
+    model, a requeued job whose first copy still runs): the second is refused, with the
+    holder named. The lock is an ``flock`` on ``run_dir/.lock``, which the operating
+    system drops when the holder dies, so a killed or preempted run leaves nothing to
+    clean up. Claiming a folder this process already holds is a no-op.
+    """
+    key = Path(run_dir).resolve()
+    if fcntl is None or key in _CLAIMS:
+        return
+    key.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 512).decode(errors="replace").strip() or "holder unknown"
+        os.close(fd)
+        raise RunInUse(f"run folder {key} is in use by another process ({holder}); wait for "
+                       f"it to finish or stop it (lock: {key / LOCK_NAME})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+    _CLAIMS[key] = fd
+
+
+def release(run_dir: str | os.PathLike) -> None:
+    """Give up ``run_dir`` (no-op when this process does not hold it)."""
+    fd = _CLAIMS.pop(Path(run_dir).resolve(), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def claimed(run_dir: str | os.PathLike):
+    """``claim`` for the duration of a block, released however the block ends."""
+    claim(run_dir)
+    try:
+        yield
+    finally:
+        release(run_dir)
+
+
 def start_run(run_dir: str | os.PathLike, stage: str, config: Any = None,
               inputs: dict[str, str | os.PathLike] | None = None,
               stand_in: bool = True) -> dict:
     """Create (or reopen) ``run_dir`` and write a manifest with status ``running``.
 
     ``inputs`` maps a role to a file; each is recorded with its sha256 so a later
-    stage can tell which exact files a result came from.
+    stage can tell which exact files a result came from. Claims the folder first
+    (``claim``): a folder another live process works in is refused with ``RunInUse``.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim(run_dir)
     if config is not None:
         try:
             from omegaconf import OmegaConf
@@ -128,4 +188,5 @@ def finish_run(run_dir: str | os.PathLike, outputs: dict[str, str | os.PathLike]
     if metrics is not None:
         write_json_atomic(run_dir / "metrics.json", metrics)
     write_json_atomic(run_dir / "manifest.json", manifest)
+    release(run_dir)
     return manifest

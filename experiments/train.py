@@ -38,7 +38,7 @@ from experiments import checkpointing as ckpt
 from experiments import selftraining as st
 from experiments.dataprep import class_statistics, load_class_statistics
 from experiments.logging_utils import TrainingLogger, quiet_libraries
-from experiments.runs import atomic_path, finish_run, is_complete, start_run
+from experiments.runs import atomic_path, claimed, finish_run, is_complete, start_run
 
 log = logging.getLogger(__name__)
 
@@ -369,8 +369,17 @@ def config_conflicts(cfg: DictConfig, run_dir: Path) -> list[str]:
 
 
 def train(cfg: DictConfig) -> Path:
-    """Train (or resume, or skip when finished) the run ``cfg`` describes; return its folder."""
+    """Train (or resume, or skip when finished) the run ``cfg`` describes; return its folder.
+
+    The run folder is held for the whole call (``runs.claimed``): a second process asked
+    for the same run while this one works is refused with ``runs.RunInUse``.
+    """
     run_dir = run_dir_for(cfg)
+    with claimed(run_dir):
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> Path:
     conflicts = config_conflicts(cfg, run_dir)
     if conflicts:
         raise ValueError(f"{run_dir} was started with another config; delete it or use another "

@@ -149,3 +149,57 @@ def test_report_also_links_results_of_other_entry_points(tmp_path):
     text = render(tmp_path)
     assert "## tta (stand-in (miniature))" in text and "[curve.pdf](tta/curve.pdf)" in text
     assert "## classification (see its README for the data used)" in text
+
+
+def _claim_in_child(run_dir, hold_seconds=0.0):
+    """Start a run in another process; returns (returncode, stderr)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from experiments import runs\n"
+            f"runs.start_run({str(run_dir)!r}, 'child')\n"
+            "print('claimed', flush=True)\n"
+            f"time.sleep({hold_seconds})\n")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_folder_is_held_by_one_process_at_a_time(tmp_path):
+    import os
+
+    from experiments import runs
+
+    run_dir = tmp_path / "run"
+    runs.start_run(run_dir, "parent")
+    runs.claim(run_dir)  # re-entrant in the holder
+    child = _claim_in_child(run_dir)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode != 0
+    assert "RunInUse" in err and f"pid {os.getpid()}" in err and str(run_dir.resolve()) in err
+    assert runs.read_manifest(run_dir)["stage"] == "parent"  # the refused process wrote nothing
+    runs.finish_run(run_dir)
+    child = _claim_in_child(run_dir)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    assert runs.read_manifest(run_dir)["stage"] == "child"
+
+
+def test_a_killed_holder_leaves_the_folder_free(tmp_path):
+    from experiments import runs
+
+    run_dir = tmp_path / "run"
+    child = _claim_in_child(run_dir, hold_seconds=600)
+    assert child.stdout.readline().strip() == "claimed"
+    with pytest.raises(runs.RunInUse, match=f"pid {child.pid} on "):
+        runs.claim(run_dir)
+    child.kill()
+    child.wait(timeout=60)
+    child.stdout.close()
+    child.stderr.close()
+    with runs.claimed(run_dir):  # the operating system dropped the dead holder's lock
+        assert runs.read_manifest(run_dir)["status"] == "running"  # its run stays resumable
+    with pytest.raises(ZeroDivisionError):
+        with runs.claimed(run_dir):
+            1 / 0
+    runs.claim(run_dir)  # released by the failed block
+    runs.release(run_dir)
