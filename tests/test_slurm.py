@@ -7,7 +7,8 @@ which case those conditions fail the run instead.
 
 Sweeps: a toy app (every job completes; a job that dies fails its sweep with a message,
 never hangs), then the miniature itself: `experiments.train -m launcher=slurm` over
-seeds and `experiments.reproduce -m` over seeds, each job a task of one SLURM job array.
+seeds and `experiments.reproduce -m` over seeds, each job a task of one SLURM job array;
+and a training job signalled mid-run, requeued, resumed, equal to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -253,3 +254,69 @@ def test_study_pipeline_sweep_runs_on_the_cluster(cluster, tmp_path):
         assert all(row.split(",")[1] == "1" for row in rows[1:])  # one seed per job
         assert (tmp_path / "runs" / "train" / f"gta2cs_mini_r18_daformer_shared_s{seed}" / "model.pth").exists()
         assert (tmp_path / "runs" / "merge" / f"table1_merged_pooled_s{seed}" / "merged.safetensors").exists()
+
+
+def test_a_preempted_training_job_is_requeued_and_resumes_exactly(cluster, tmp_path):
+    """SLURM's warning signal mid-run: submitit checkpoints and requeues the job, the job
+    resumes from the run folder's latest checkpoint, and the model it ends with equals an
+    uninterrupted run's, weight for weight."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from experiments.miniature import generate
+    from experiments.train import pretrained_backbone, run_dir_for, train
+
+    data, sweep = tmp_path / "data", tmp_path / "multirun"
+    generate(data, size=(64, 32), n_train=4, n_val=2, n_source=6, datasets=["gta", "cityscapes"], preview=False)
+    long = [*MINI_TRAIN, "schedule.max_iters=120", "schedule.checkpoint_interval=5", f"data_root={data}"]
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[*long, f"runs_root={tmp_path / 'runs'}"])
+        reference_cfg = compose("train", overrides=[*long, f"runs_root={tmp_path / 'reference'}"])
+    # Pretraining results depend on the thread count: make both backbones (this one, and the
+    # reference's inside train() below) with the one thread resources=cpu_mini sets.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pretrained_backbone(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    run_dir = run_dir_for(cfg)
+    argv = [sys.executable, "-m", "experiments.train", "-m", "launcher=slurm", *_slurm_resources(),
+            *long, f"runs_root={tmp_path / 'runs'}", "seed=0", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(argv, env=cluster, cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + MINI_SWEEP_TIMEOUT_S
+        while not (run_dir / "checkpoints" / "latest.pth").exists():  # mid-run
+            assert proc.poll() is None, proc.stderr.read()[-4000:]
+            assert time.monotonic() < deadline, "the training job never wrote a checkpoint"
+            time.sleep(0.1)
+        job = next(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir())
+        # What SLURM sends before a preemption or the time limit (submitit's --signal=USR2).
+        subprocess.run(["scancel", "--signal=USR2", job], env=cluster, check=True)
+        # SLURM holds a requeued job for a while (begin time in the future); let it start now.
+        while time.monotonic() < deadline and proc.poll() is None:
+            state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], env=cluster,
+                                   capture_output=True, text=True).stdout.strip()
+            if state == "PENDING":
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=cluster,
+                               capture_output=True)
+                break
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=MINI_SWEEP_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-4000:]
+    logs = "".join(p.read_text(errors="replace") for p in (sweep / ".submitit" / job).glob("*_log.*"))
+    assert "resuming " + run_dir.name in logs, logs[-4000:]  # the second start resumed
+    assert json.loads((run_dir / "metrics.json").read_text())["iterations"] == 120
+    try:
+        train(reference_cfg)  # the same run, uninterrupted, in this process
+    finally:
+        torch.set_num_threads(threads)
+    resumed = torch.load(run_dir / "model.pth", map_location="cpu", weights_only=False)["state_dict"]
+    reference = torch.load(run_dir_for(reference_cfg) / "model.pth", map_location="cpu",
+                           weights_only=False)["state_dict"]
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
