@@ -74,9 +74,13 @@ class ConfusionMatrix:
         # in place on the int32 copies to spare temporaries. Out-of-range ids (refused when
         # the counts are read) are clamped so that bincount stays small.
         index = target.mul_(n).add_(pred).masked_fill_(~keep, n * n)
-        if device.type != "cpu":
-            index.clamp_(0, n * n)
-        counts = torch.bincount(index, minlength=n * n + 1)[: n * n].reshape(n, n).to(torch.int64)
+        if device.type == "cpu":
+            counts = torch.bincount(index, minlength=n * n + 1)
+        else:  # bincount on a GPU reads the maximum back to the host; a scatter-add does not
+            index = index.clamp_(0, n * n).long()
+            counts = torch.zeros(n * n + 1, dtype=torch.int64, device=device).scatter_add_(
+                0, index, torch.ones_like(index))
+        counts = counts[: n * n].reshape(n, n).to(torch.int64)
         if self._counts is None:
             self._counts = counts
         else:
