@@ -8,22 +8,11 @@ from safetensors.torch import load_file, save_file
 
 import fusion
 from experiments.runs import sha256_file
+from state_dicts import random_state
 
 
-def _state(seed, channels=3):
-    generator = torch.Generator().manual_seed(seed)
-    return {
-        "backbone.stem.weight": torch.randn(channels, 3, 3, 3, generator=generator),
-        "backbone.bn.weight": torch.rand(channels, generator=generator),
-        "backbone.bn.bias": torch.randn(channels, generator=generator),
-        "backbone.bn.running_mean": torch.randn(channels, generator=generator),
-        "backbone.bn.running_var": torch.rand(channels, generator=generator) + 0.5,
-        "backbone.bn.num_batches_tracked": torch.tensor(int(seed) + 5),
-        "backbone.half.weight": torch.randn(5, generator=generator).half(),
-        "backbone.pos.relative_index": torch.arange(7, dtype=torch.int32),
-        "backbone.mask": torch.tensor([True, False, True]),
-        "decode_head.conv_seg.bias": torch.randn(19, generator=generator),
-    }
+def _state(seed):
+    return random_state(seed, mixed_dtypes=True)
 
 
 def _daformer_checkpoint(path, student, teacher, imagenet=None):
@@ -152,11 +141,11 @@ def test_streaming_merge_equals_in_memory_merge(tmp_path, buffers):
 
 def test_streaming_merge_refuses_like_the_in_memory_one(tmp_path):
     good, bad = _state(0), _state(1)
-    bad["backbone.stem.weight"][0, 0, 0, 0] = float("nan")
+    bad["backbone.conv.weight"][0, 0, 0, 0] = float("nan")
     save_file(good, str(tmp_path / "good.safetensors"))
     save_file(bad, str(tmp_path / "bad.safetensors"))
     out = tmp_path / "out.safetensors"
-    with pytest.raises(ValueError, match="NaN or Inf.*backbone.stem.weight"):
+    with pytest.raises(ValueError, match="NaN or Inf.*backbone.conv.weight"):
         fusion.merge_safetensors_files([tmp_path / "good.safetensors", tmp_path / "bad.safetensors"],
                                        out_path=out)
     assert not out.exists()

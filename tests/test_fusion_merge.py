@@ -7,6 +7,7 @@ import torch
 
 import fusion
 from fusion.batchnorm import merge_batchnorm_statistics
+from state_dicts import random_state as _random_state
 
 
 def _bn_state(mean, var, count, weight=None):
@@ -15,20 +16,6 @@ def _bn_state(mean, var, count, weight=None):
     return {"conv.weight": weight.clone(), "bn.weight": weight.clone(),
             "bn.bias": torch.zeros(channels, dtype=mean.dtype), "bn.running_mean": mean,
             "bn.running_var": var, "bn.num_batches_tracked": torch.tensor(count)}
-
-
-def _random_state(seed, channels=4):
-    generator = torch.Generator().manual_seed(seed)
-    return {
-        "backbone.conv.weight": torch.randn(channels, 3, 3, 3, generator=generator),
-        "backbone.bn.weight": torch.rand(channels, generator=generator),
-        "backbone.bn.bias": torch.randn(channels, generator=generator),
-        "backbone.bn.running_mean": torch.randn(channels, generator=generator),
-        "backbone.bn.running_var": torch.rand(channels, generator=generator) + 0.1,
-        "backbone.bn.num_batches_tracked": torch.randint(1, 100, (), generator=generator),
-        "decode_head.conv_seg.weight": torch.randn(19, channels, 1, 1, generator=generator),
-        "decode_head.conv_seg.bias": torch.randn(19, generator=generator),
-    }
 
 
 @pytest.mark.parametrize("count", [2, 3, 4, 5])
