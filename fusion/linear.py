@@ -119,44 +119,60 @@ def _weighted_sum_torch(tensors: Sequence[torch.Tensor], weights: Sequence[float
     return nonfinite
 
 
-class _SmallParameters:
-    """Small float parameters gathered per dtype and merged as one tensor.
+class _Batches:
+    """Items gathered per group and merged together once a group holds ``_BLOCK`` elements.
 
-    BatchNorm weights and biases are hundreds of tiny tensors; merging them
-    one by one would cost more in per-call overhead than in arithmetic.
-    Elementwise, the result is exactly that of merging each on its own.
+    Hundreds of tiny tensors (BatchNorm weights, biases and statistics) merged one
+    by one would cost more in per-call overhead than in arithmetic; merged as one
+    tensor per group, elementwise, the result is exactly that of merging each alone.
+    Subclasses say what a batch's merge is (``_merge``).
     """
 
-    def __init__(self, count: int, weights: Sequence[float], emit: Emitter, scratch: torch.Tensor):
-        self.count, self.weights, self.emit, self.scratch = count, weights, emit, scratch
-        self.pending: dict[torch.dtype, list[tuple[str, list[torch.Tensor]]]] = {}
-        self.sizes: dict[torch.dtype, int] = {}
+    def __init__(self) -> None:
+        self.pending: dict[object, list] = {}
+        self.sizes: dict[object, int] = {}
 
-    def add(self, key: str, tensors: list[torch.Tensor]) -> None:
-        dtype = tensors[0].dtype
-        self.pending.setdefault(dtype, []).append((key, tensors))
-        self.sizes[dtype] = self.sizes.get(dtype, 0) + tensors[0].numel()
-        if self.sizes[dtype] >= _BLOCK:
-            self.flush(dtype)
+    def _push(self, group: object, item: object, size: int) -> None:
+        self.pending.setdefault(group, []).append(item)
+        self.sizes[group] = self.sizes.get(group, 0) + size
+        if self.sizes[group] >= _BLOCK:
+            self.flush(group)
 
-    def flush(self, dtype: torch.dtype | None = None) -> None:
-        for kind in [dtype] if dtype is not None else list(self.pending):
+    def flush(self, group: object | None = None) -> None:
+        """Merge the pending items of ``group`` (default: of every group)."""
+        for kind in [group] if group is not None else list(self.pending):
             batch = self.pending.pop(kind, [])
             self.sizes.pop(kind, None)
-            if not batch:
-                continue
-            joined = [torch.cat([t[i].reshape(-1) for _, t in batch]) for i in range(self.count)]
-            try:
-                merged = weighted_sum(joined, self.weights, "", self.scratch)
-            except ValueError:  # name the entry that holds the NaN/Inf
-                for key, tensors in batch:
-                    _refuse_nonfinite(key, tensors)
-                raise
-            offset = 0
+            if batch:
+                self._merge(batch)
+
+    def _merge(self, batch: list) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _SmallParameters(_Batches):
+    """Small float parameters, one group per dtype."""
+
+    def __init__(self, count: int, weights: Sequence[float], emit: Emitter, scratch: torch.Tensor):
+        super().__init__()
+        self.count, self.weights, self.emit, self.scratch = count, weights, emit, scratch
+
+    def add(self, key: str, tensors: list[torch.Tensor]) -> None:
+        self._push(tensors[0].dtype, (key, tensors), tensors[0].numel())
+
+    def _merge(self, batch: list[tuple[str, list[torch.Tensor]]]) -> None:
+        joined = [torch.cat([t[i].reshape(-1) for _, t in batch]) for i in range(self.count)]
+        try:
+            merged = weighted_sum(joined, self.weights, "", self.scratch)
+        except ValueError:  # name the entry that holds the NaN/Inf
             for key, tensors in batch:
-                size = tensors[0].numel()
-                self.emit(key, merged[offset: offset + size].view(tensors[0].shape).clone())
-                offset += size
+                _refuse_nonfinite(key, tensors)
+            raise
+        offset = 0
+        for key, tensors in batch:
+            size = tensors[0].numel()
+            self.emit(key, merged[offset: offset + size].view(tensors[0].shape).clone())
+            offset += size
 
 
 @dataclass
@@ -168,35 +184,25 @@ class _Statistics:
     pi: list[float]
 
 
-class _BatchNormLayers:
+class _BatchNormLayers(_Batches):
     """BatchNorm statistics of many layers pooled as one tensor per model.
 
     Each layer keeps its own pi_k (from its counters), spread over its channels;
     ``pool_statistics`` is elementwise, so the result equals pooling each layer
     on its own (``merge_batchnorm_statistics``) exactly, at a fraction of the calls.
+    One group per (mean dtype, variance dtype).
     """
 
     def __init__(self, count: int, weights: Sequence[float], rule: str, emit: Emitter):
+        super().__init__()
         self.count, self.weights, self.rule, self.emit = count, weights, rule, emit
-        self.pending: dict[tuple[torch.dtype, torch.dtype], list[_Statistics]] = {}
-        self.sizes: dict[tuple[torch.dtype, torch.dtype], int] = {}
 
     def add(self, layer: BatchNormKeys, means: list[torch.Tensor], variances: list[torch.Tensor],
             counts: list[torch.Tensor] | None) -> None:
         # refusals about the counters come at once, naming the layer
         pi = pooling_weights(counts, self.weights, self.rule, layer.prefix)
-        group = (means[0].dtype, variances[0].dtype)
-        self.pending.setdefault(group, []).append(_Statistics(layer, means, variances, counts, pi))
-        self.sizes[group] = self.sizes.get(group, 0) + means[0].numel()
-        if self.sizes[group] >= _BLOCK:
-            self.flush(group)
-
-    def flush(self, group: tuple[torch.dtype, torch.dtype] | None = None) -> None:
-        for kind in [group] if group is not None else list(self.pending):
-            batch = self.pending.pop(kind, [])
-            self.sizes.pop(kind, None)
-            if batch:
-                self._merge(batch)
+        self._push((means[0].dtype, variances[0].dtype),
+                   _Statistics(layer, means, variances, counts, pi), means[0].numel())
 
     def _merge(self, batch: list[_Statistics]) -> None:
         def joined(field: str) -> torch.Tensor:  # (K, channels of all layers), float64
