@@ -6,7 +6,6 @@ CSV), so a figure can always be redrawn from its CSV alone.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analysis.tables import DOMAIN_NAMES, mean_std, write_csv  # noqa: E402
+from analysis.io import atomic_path, read_csv_rows, write_csv  # noqa: E402,F401  (read_csv_rows: public)
+from analysis.tables import DOMAIN_NAMES, mean_std  # noqa: E402
 
 STYLE = Path(__file__).resolve().parent / "paper.mplstyle"
 # Font subsetting for the embedded TrueType fonts logs every table at INFO.
@@ -29,8 +29,6 @@ def save_figure(fig, out_pdf: str | Path, header: Sequence[str], rows: Sequence[
 
     ``note`` goes into the PDF's metadata (Subject), e.g. the stand-in statement.
     """
-    from experiments.runs import atomic_path
-
     out_pdf = Path(out_pdf)
     with atomic_path(out_pdf) as tmp:
         fig.savefig(tmp, format="pdf", metadata={"Subject": note} if note else None)
@@ -38,11 +36,6 @@ def save_figure(fig, out_pdf: str | Path, header: Sequence[str], rows: Sequence[
     out_csv = out_pdf.with_suffix(".csv")
     write_csv(out_csv, header, rows)
     return out_pdf, out_csv
-
-
-def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def lmc_figure(rows: Sequence[dict], out_pdf: str | Path, title: str, endpoints: tuple[str, str],
@@ -85,23 +78,45 @@ def lmc_figure(rows: Sequence[dict], out_pdf: str | Path, title: str, endpoints:
         return save_figure(fig, out_pdf, header, data, note)
 
 
-def bar_figure(labels: Sequence[str], series: dict[str, Sequence[tuple[float, float]]],
-               out_pdf: str | Path, ylabel: str, title: str, note: str = "") -> tuple[Path, Path]:
-    """Grouped bars with error bars: ``series`` maps a legend entry to (mean, std) per label."""
-    import numpy as np
+def rebasin_figure(run_dirs: Sequence[str | Path], out_pdf: str | Path, title: str, endpoints: tuple[str, str],
+                   note: str = "") -> list[Path]:
+    """H of the midpoint vs the re-basin merge against the training iteration, and the
+    fraction of non-identity permutations (mean ± std over the seeds' run folders).
 
+    Each run folder holds ``scores.csv`` (iteration, seed, method, domain, miou) and
+    ``matching.csv`` (iteration, seed, nonidentity_fraction, l2_before, l2_after, ...).
+    """
+    scores, matching = [], []
+    for run in run_dirs:
+        scores += read_csv_rows(Path(run) / "scores.csv")
+        matching += read_csv_rows(Path(run) / "matching.csv")
+    iterations = sorted({int(r["iteration"]) for r in matching})
+    styles = {"midpoint": dict(color="C0", marker="o", label="midpoint"),
+              "rebasin": dict(color="C3", marker="s", linestyle="--", label="Git Re-Basin + midpoint"),
+              "model_a": dict(color="0.6", linewidth=0.8, label=endpoints[0]),
+              "model_b": dict(color="0.3", linewidth=0.8, label=endpoints[1])}
+    series = {m: [mean_std([float(r["miou"]) for r in scores if r["method"] == m and r["domain"] == "H"
+                            and int(r["iteration"]) == k]) for k in iterations] for m in styles}
+    fraction = [mean_std([float(r["nonidentity_fraction"]) for r in matching if int(r["iteration"]) == k])
+                for k in iterations]
     with plt.style.context(str(STYLE)):
-        fig, ax = plt.subplots()
-        width = 0.8 / max(len(series), 1)
-        x = np.arange(len(labels))
-        header, data = ["label", "series", "mean", "std"], []
-        for i, (name, values) in enumerate(series.items()):
-            means = [m for m, _ in values]
-            stds = [s for _, s in values]
-            ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=stds, label=name, capsize=1.5)
-            data += [[label, name, m, s] for label, (m, s) in zip(labels, values)]
-        ax.set_xticks(x, labels, rotation=30, ha="right")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.legend()
-        return save_figure(fig, out_pdf, header, data, note)
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(3.3, 3.4),
+                                          gridspec_kw={"height_ratios": [2, 1]})
+        for method, style in styles.items():
+            top.plot(iterations, [m for m, _ in series[method]], **style)
+            if method in ("midpoint", "rebasin"):
+                top.fill_between(iterations, [m - s for m, s in series[method]],
+                                 [m + s for m, s in series[method]], color=style["color"], alpha=0.2, linewidth=0)
+        top.set_ylabel("H (%)")
+        top.set_title(title, pad=26)
+        top.legend(ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+        bottom.errorbar(iterations, [m for m, _ in fraction], yerr=[s for _, s in fraction], color="black",
+                        marker="o", capsize=1.5)
+        bottom.set_ylim(-0.02, max(0.1, max(m + s for m, s in fraction) * 1.2))
+        bottom.set_ylabel("non-identity\nfraction")
+        bottom.set_xlabel("training iteration")
+        rows = [[r["iteration"], r["seed"], f"H_{r['method']}", r["miou"]] for r in scores if r["domain"] == "H"]
+        for r in matching:
+            rows += [[r["iteration"], r["seed"], q, r[q]] for q in ("nonidentity_fraction", "l2_before", "l2_after")]
+        files = save_figure(fig, Path(out_pdf), ["iteration", "seed", "quantity", "value"], rows, note)
+    return list(files)

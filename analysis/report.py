@@ -1,19 +1,25 @@
 """The results report: one Markdown page linking every table and figure.
 
-Each study writes ``results/<study>/artifacts.json``: a list of artifacts (table or
-figure files), whether they come from the miniature stand-in, and the run folders
-behind them. The report only reads those files, so it can be rebuilt at any time
-with ``python -m analysis.report``.
+Each experiment (every study, the TTA and the classification experiments) writes
+``results/<name>/artifacts.json``: a list of artifacts (table or figure files), whether
+they come from the miniature stand-in (decided by the experiment from its data's own
+manifest, never from file contents here), and the run folders behind them. The report
+only reads those files, so it can be rebuilt at any time with ``python -m analysis.report``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
-from experiments.runs import STAND_IN_NOTE, write_json_atomic, write_text_atomic
+from analysis.io import read_json, write_json_atomic, write_text_atomic
+
+# The one sentence every output derived from the miniature carries.
+STAND_IN_NOTE = (
+    "Results on the miniature benchmark: a procedurally generated stand-in for the "
+    "paper's datasets. Not comparable with the paper's numbers."
+)
 
 
 def record_artifacts(results_dir: str | Path, study: str, artifacts: list[dict]) -> Path:
@@ -24,13 +30,7 @@ def record_artifacts(results_dir: str | Path, study: str, artifacts: list[dict])
 
 
 def collect(results_dir: str | Path) -> list[dict]:
-    studies = []
-    for path in sorted(Path(results_dir).glob("*/artifacts.json")):
-        try:
-            studies.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"corrupt artifact list {path}: {error}") from error
-    return studies
+    return [read_json(path) for path in sorted(Path(results_dir).glob("*/artifacts.json"))]
 
 
 def render(results_dir: str | Path) -> str:
@@ -60,24 +60,18 @@ def render(results_dir: str | Path) -> str:
         table = results_dir / study["study"] / f"{study['study']}.md"
         if table.exists():
             lines += [table.read_text(), ""]
-    lines += _other_results(results_dir, {s["study"] for s in studies})
+    lines += _unlisted(results_dir, {s["study"] for s in studies})
     return "\n".join(lines)
 
 
-def _other_results(results_dir: Path, studies: set[str]) -> list[str]:
-    """Folders written by other entry points (classification, TTA): link their files.
-
-    A folder counts as stand-in when one of its Markdown files carries the stand-in note.
-    """
+def _unlisted(results_dir: Path, studies: set[str]) -> list[str]:
+    """Result folders without an artifact list (written by hand or by an older version)."""
     lines = []
     for folder in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name not in studies):
         files = sorted(f for f in folder.iterdir() if f.suffix in (".md", ".tex", ".csv", ".pdf"))
-        if not files:
-            continue
-        stand_in = any(STAND_IN_NOTE in f.read_text() for f in files if f.suffix == ".md")
-        origin = "stand-in (miniature)" if stand_in else "see its README for the data used"
-        links = ", ".join(f"[{f.name}]({os.path.relpath(f, results_dir)})" for f in files)
-        lines += [f"## {folder.name} ({origin})", "", links, ""]
+        if files:
+            links = ", ".join(f"[{f.name}]({os.path.relpath(f, results_dir)})" for f in files)
+            lines += [f"## {folder.name} (no artifacts.json: origin of the data not recorded)", "", links, ""]
     return lines
 
 

@@ -8,8 +8,6 @@ separate reference column and is never mixed with measured values.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,64 +15,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from analysis.io import render_csv, write_csv, write_text_atomic  # noqa: F401  (write_csv: public)
 from analysis.metrics import harmonic_mean
-
-REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 DOMAIN_NAMES = {"cityscapes": "Cityscapes", "idd": "IDD", "acdc": "ACDC", "darkzurich": "Dark Zurich",
                 "gta": "GTA", "synthia": "SYNTHIA"}
-
-# Our method names -> the rows of the paper's Table 1 (paper_table1.csv).
-PAPER_TABLE1_ROWS = {
-    "stda_cityscapes": "stda_gta2cityscapes",
-    "stda_idd": "stda_gta2idd",
-    "data_combination": "data_combination",
-    "merged_pooled": "merged",
-    "merged_encoder_only": "merged_encoder_only",
-}
-# Table 4 gives the midpoint merge (model 1's BatchNorm buffers) only as a gain in H
-# over the best single-target model: +2.7 (ResNet-101) and +0.6 (MiT-B5); with the
-# best STDA H of 52.1 and 59.6 from Table 1 that is 54.8 and 60.2.
-PAPER_TABLE4 = {
-    ("merged_first_buffers", "resnet101"): 52.1 + 2.7,
-    ("merged_first_buffers", "mit_b5"): 59.6 + 0.6,
-    ("merged_pooled", "resnet101"): 52.1 + 4.2,
-    ("merged_pooled", "mit_b5"): 59.6 + 1.2,
-}
-
-
-def paper_table1_harmonic_mean(method: str, encoder: str) -> float | None:
-    """The paper's H for one of our Table 1 methods, or None when it has no such row."""
-    row = PAPER_TABLE1_ROWS.get(method)
-    if row is None:
-        return PAPER_TABLE4.get((method, encoder))
-    with open(REFERENCE_DIR / "paper_table1.csv", newline="") as handle:
-        for record in csv.DictReader(handle):
-            if (record["method"], record["encoder"], record["metric"]) == (row, encoder, "harmonic_mean"):
-                return float(record["mIoU"])
-    return None
-
-
-def paper_table4_harmonic_mean(method: str) -> float | None:
-    """The paper's H for a Table 4 row ``bn_*`` (ResNet-101) or ``ln_*`` (MiT-B5).
-
-    ``*_cityscapes`` / ``*_idd`` are the single-target models, ``*_midpoint`` the merge
-    with model 1's buffers, ``*_pooled`` the merge with pooled buffers.
-    """
-    norm, _, rest = method.partition("_")
-    encoder = {"bn": "resnet101", "ln": "mit_b5"}.get(norm)
-    ours = {"cityscapes": "stda_cityscapes", "idd": "stda_idd", "midpoint": "merged_first_buffers",
-            "pooled": "merged_pooled"}.get(rest)
-    return None if encoder is None or ours is None else paper_table1_harmonic_mean(ours, encoder)
-
-
-def paper_table3_harmonic_mean(subset: str) -> float | None:
-    """The paper's H over four targets for a merged subset such as ``"C+I"`` (Table 3)."""
-    with open(REFERENCE_DIR / "paper_table3.csv", newline="") as handle:
-        for record in csv.DictReader(handle):
-            if record["merged"] == subset:
-                return float(record["harmonic_mean"])
-    return None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -163,21 +108,6 @@ def render_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: 
     return "\n".join(body) + "\n"
 
 
-def render_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """``render_csv`` written atomically to ``path``."""
-    from experiments.runs import write_text_atomic
-
-    write_text_atomic(path, render_csv(header, rows))
-
-
 def write_table(out_stem: str | Path, header: Sequence[str], rows: Sequence[Sequence[str]],
                 csv_header: Sequence[str], csv_rows: Sequence[Sequence[object]],
                 caption: str, note: str = "") -> list[Path]:
@@ -186,8 +116,6 @@ def write_table(out_stem: str | Path, header: Sequence[str], rows: Sequence[Sequ
     The CSV holds the raw numbers (means, standard deviations, seed counts), the
     Markdown and LaTeX files the formatted cells.
     """
-    from experiments.runs import write_text_atomic
-
     out_stem = Path(out_stem)
     outputs = {
         out_stem.with_suffix(".md"): render_markdown(header, rows, caption, note),

@@ -29,7 +29,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from experiments.models import build_segmentor, segment  # noqa: E402
+from experiments.models.segmentors import build_segmentor, segment  # noqa: E402
 from experiments.tta import METHODS, build_adapter  # noqa: E402
 
 
@@ -130,7 +130,7 @@ def main() -> None:
         print(f"| {method} | {r['images_per_s']:.1f} | {r['time_vs_plain']:.2f}x | {r['time_vs_tent']:.2f}x "
               f"| {r['extra_memory_mib']:.1f} |")
     if args.out:
-        from experiments.runs import write_json_atomic
+        from experiments.infra.runs import write_json_atomic
 
         write_json_atomic(args.out, {"config": vars(args), "results": results})
 

@@ -1,10 +1,10 @@
 """Evaluation overhead and metric accumulation speed.
 
-1. Throughput of ``experiments.evaluate.evaluate_model`` (stacking, normalisation,
+1. Throughput of ``experiments.inference.evaluation.evaluate_model`` (stacking, normalisation,
    forward, upsampling, argmax, confusion update) against the bare forward pass
    ``segment(model, x)`` on the same, already normalised batches. Target: ratio
    (evaluation images/s over forward images/s) >= 0.95.
-2. Confusion accumulation with ``analysis.metrics.ConfusionMatrix`` against mmseg's
+2. Confusion accumulation with ``experiments.inference.confusion.ConfusionMatrix`` against mmseg's
    ``IoUMetric.process`` on the same predictions, with the mIoU of both compared.
 
     .venv/bin/python benchmarks/evaluate.py [--segmentor mini_r18] [--images 32]
@@ -25,8 +25,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from analysis import metrics as M  # noqa: E402
-from experiments.evaluate import evaluate_model  # noqa: E402
-from experiments.models import build_segmentor, normalize, segment  # noqa: E402
+from experiments.inference.confusion import ConfusionMatrix  # noqa: E402
+from experiments.inference.evaluation import evaluate_model  # noqa: E402
+from experiments.models.segmentors import build_segmentor, normalize, segment  # noqa: E402
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -86,7 +87,7 @@ def accumulation(images: int, size: tuple[int, int], repeats: int) -> dict:
         label = rng.integers(0, 19, size)
         label[rng.random(size) < 0.1] = 255
         labels.append(torch.from_numpy(label))
-    confusion = M.ConfusionMatrix(19)
+    confusion = ConfusionMatrix(19)
     metric = IoUMetric()
     metric.dataset_meta = {"classes": [str(c) for c in range(19)]}
     samples = [[{"pred_sem_seg": {"data": p[None]}, "gt_sem_seg": {"data": g[None]}}]

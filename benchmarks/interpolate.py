@@ -4,9 +4,9 @@ An 11-point path theta(alpha) = (1 - alpha) A + alpha B between two ``mini_r18``
 segmentors, evaluated on a miniature validation split two ways, side by side in one
 process on the same inputs:
 
-- naive: ``experiments.interpolate.evaluate_path_naive``, i.e. load the weights of one
+- naive: ``experiments.inference.interpolation.evaluate_path_naive``, i.e. load the weights of one
   point, run ``evaluate_model`` over the dataset, repeat (decodes every image P times);
-- one pass: ``experiments.interpolate.evaluate_path`` (decodes and normalises each image
+- one pass: ``experiments.inference.interpolation.evaluate_path`` (decodes and normalises each image
   once, then runs every point on it).
 
 Both are timed on the dataset as loaded from disk (PNG decoding on access) and on the
@@ -36,9 +36,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments import datasets  # noqa: E402
-from experiments.interpolate import evaluate_path, evaluate_path_naive, path_state_dicts  # noqa: E402
-from experiments.models import build_segmentor  # noqa: E402
+from experiments.data import datasets  # noqa: E402
+from experiments.inference.interpolation import evaluate_path, evaluate_path_naive, path_state_dicts  # noqa: E402
+from experiments.models.segmentors import build_segmentor  # noqa: E402
 
 
 class _Subset:
@@ -102,7 +102,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         size = tuple(int(v) for v in args.size.lower().split("x"))
         if not (root / args.domain).exists():
-            from experiments.miniature import generate
+            from experiments.data.miniature import generate
 
             root = Path(tmp)
             print(f"no miniature at {args.data}: generating one in {root}")

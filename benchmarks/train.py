@@ -1,4 +1,4 @@
-"""Speed and memory of one self-training iteration (experiments.train.train_step).
+"""Speed and memory of one self-training iteration (experiments.selftraining.loop.train_step).
 
 1. Miniature recipe on CPU: iterations/s, CPU seconds per iteration (robust to a busy
    machine) and peak resident memory, for mini_r18 / mini_mitb0 and each recipe mode.
@@ -29,10 +29,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from experiments import checkpointing as ckpt  # noqa: E402
-from experiments import selftraining as st  # noqa: E402
-from experiments.logging_utils import quiet_libraries  # noqa: E402
-from experiments.train import build_optimizer, train_step  # noqa: E402
+from experiments.selftraining import checkpoints as ckpt  # noqa: E402
+from experiments.selftraining import recipe as st  # noqa: E402
+from experiments.infra.logs import quiet_libraries  # noqa: E402
+from experiments.selftraining.loop import build_optimizer, train_step  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DAFORMER_S_PER_ITER = 16 * 3600 / 40_000  # DAFormer paper, RTX 2080 Ti
@@ -49,7 +49,7 @@ def synthetic_batch(size: tuple[int, int], batch: int, device: torch.device, g: 
 
 def measure(segmentor: str, recipe: str, size: tuple[int, int], iters: int, device: torch.device,
             autocast: bool = False, channels_last: bool = False) -> dict:
-    from experiments.models import build_segmentor
+    from experiments.models.segmentors import build_segmentor
 
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=[f"segmentor={segmentor}", f"recipe={recipe}", "init=same_random"])

@@ -1,24 +1,24 @@
-"""``python -m experiments.adapt``: test-time adaptation of source (and optionally STDA or
-merged) models in wild test streams; configs/adapt.yaml. A thin Hydra wrapper over
-``experiments.tta.experiment.run_experiment``."""
+"""Test-time adaptation in wild test streams: ``python -m experiments.adapt``.
+
+A thin Hydra entry point (``configs/adapt.yaml``) over
+``experiments.tta.experiment.run_experiment``: source models per normalisation, and the
+study pipeline's STDA and merged models, with BN-adapt, Tent, EATA and SAR.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import hydra
 
-def main() -> None:
-    import hydra
+from experiments.infra import names  # noqa: F401  (registers the ${run:...} resolver used by adapt.yaml)
+from experiments.tta.experiment import run_experiment
 
-    from experiments.tta.experiment import run_experiment
 
-    config_dir = str(Path(__file__).resolve().parents[1] / "configs")
-
-    @hydra.main(version_base="1.3", config_path=config_dir, config_name="adapt")
-    def _main(cfg) -> None:
-        run_experiment(cfg)
-
-    _main()
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "configs"),
+            config_name="adapt")
+def main(cfg) -> None:
+    run_experiment(cfg)
 
 
 if __name__ == "__main__":

@@ -1,153 +1,27 @@
-"""The miniature's stand-in for ImageNet pretraining: ``python -m experiments.pretrain``.
+"""Pretrain a miniature segmentor's backbone on real photos: ``python -m experiments.pretrain``.
 
-The paper's claim is that models merge because they share an ImageNet-pretrained backbone.
-To test it honestly on the miniature, the shared backbone must be pretrained on real images
-that are *not* the target domains. The miniature's target styles texture their scenes with
-scikit-image / scikit-learn photos (gravel, brick, coins, camera, rocket, page, grass, flower,
-coffee, chelsea = cat, astronaut, moon, china, hubble, motorcycle: experiments/miniature/
-domains.py), so pretraining uses only the bundled real photos that none of them uses:
-clock, text, retina, immunohistochemistry, cell, microaneurysms and the LFW face subset.
-
-Task (self-supervised, as RotNet + instance discrimination): classify random crops by
-(which photo, which of 4 rotations). Output: ``<runs_root>/pretrain/<name>/backbone.pth``
-(``backbone.*`` keys, loadable by ``models.load_pretrained_backbone``) with a manifest.
+The miniature's stand-in for ImageNet pretraining (``experiments.selftraining.pretraining``);
+training runs it on demand, this command runs it ahead of time, e.g.
+``python -m experiments.pretrain arch=mini_mitb0 seed=1``. Settings: ``configs/pretrain/``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import time
-from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
-import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from experiments.runs import atomic_path, finish_run, is_complete, start_run
-
-log = logging.getLogger(__name__)
-
-PHOTOS = ("clock", "text", "retina", "immunohistochemistry", "cell", "microaneurysms", "lfw_subset")
-
-
-def load_photos() -> list[torch.Tensor]:
-    """The pretraining photos as float 3 x H x W tensors in [0, 1] (faces: N x 3 x 25 x 25)."""
-    import skimage.data
-
-    out = []
-    for name in PHOTOS:
-        image = np.asarray(getattr(skimage.data, name)(), dtype=np.float32)
-        image = image / 255.0 if image.max() > 1.0 else image
-        if name == "lfw_subset":  # 200 grey faces: one class, a face per crop
-            out.append(torch.from_numpy(image).unsqueeze(1).expand(-1, 3, -1, -1).contiguous())
-            continue
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        out.append(torch.from_numpy(image[:, :, :3].copy()).permute(2, 0, 1).contiguous())
-    return out
-
-
-def sample_crops(photos: list[torch.Tensor], count: int, size: int, g: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` random crops (random scale, flip, colour gain) rotated by k x 90 degrees.
-
-    Label = photo index x 4 + k: recognising the rotation needs shape features, recognising
-    the photo needs texture features.
-    """
-    images, labels = [], []
-    for _ in range(count):
-        p = int(torch.randint(len(photos), (1,), generator=g))
-        photo = photos[p]
-        if photo.dim() == 4:  # the face set
-            photo = photo[int(torch.randint(photo.shape[0], (1,), generator=g))]
-        h, w = photo.shape[1:]
-        side = int(torch.randint(min(16, h, w), min(h, w) // 2 + 2, (1,), generator=g)) if min(h, w) > 40 else min(h, w)
-        y = int(torch.randint(h - side + 1, (1,), generator=g))
-        x = int(torch.randint(w - side + 1, (1,), generator=g))
-        crop = F.interpolate(photo[None, :, y:y + side, x:x + side], size=(size, size), mode="bilinear",
-                             align_corners=False)[0]
-        if torch.rand(1, generator=g) < 0.5:
-            crop = crop.flip(-1)
-        crop = (crop * (0.8 + 0.4 * torch.rand(3, 1, 1, generator=g))).clamp(0, 1)
-        k = int(torch.randint(4, (1,), generator=g))
-        images.append(torch.rot90(crop, k, dims=(1, 2)))
-        labels.append(p * 4 + k)
-    return torch.stack(images), torch.tensor(labels)
-
-
-def pretrain_name(arch: str, seed: int, overrides: dict | None = None) -> str:
-    extra = "".join(f"_{k}-{v}" for k, v in sorted((overrides or {}).items()))
-    return f"{arch}{extra}_s{seed}"
-
-
-def pretrain_backbone(arch: str, out_dir: str | os.PathLike, seed: int = 0, steps: int = 150,
-                      batch_size: int = 32, crop: int = 48, lr: float = 2e-3,
-                      overrides: dict | None = None) -> Path:
-    """Pretrain the backbone of segmentor ``arch``; write ``backbone.pth`` in ``out_dir``."""
-    from experiments.logging_utils import quiet_libraries
-    from experiments.models import build_segmentor
-    from experiments.selftraining import to_model_input
-
-    quiet_libraries()
-    out_dir = Path(out_dir)
-    start_run(out_dir, "pretrain", {"arch": arch, "seed": seed, "steps": steps, "batch_size": batch_size,
-                                   "crop": crop, "lr": lr, "photos": list(PHOTOS), "overrides": overrides or {}})
-    torch.manual_seed(seed)
-    backbone = build_segmentor(arch, **(overrides or {})).backbone
-    photos = load_photos()
-    num_classes = 4 * len(photos)
-    with torch.no_grad():
-        width = backbone(torch.zeros(2, 3, crop, crop))[-1].shape[1]
-    classifier = torch.nn.Linear(width, num_classes)
-    params = list(backbone.parameters()) + list(classifier.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
-    backbone.train()
-    began, history = time.perf_counter(), []
-    for step in range(steps):
-        images, labels = sample_crops(photos, batch_size, crop, g)
-        logits = classifier(backbone(to_model_input(images))[-1].mean(dim=(2, 3)))
-        loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        history.append(((logits.argmax(1) == labels).float().mean().item(), loss.item()))
-    # Held-out crops (a different generator) measure what the backbone learnt.
-    backbone.eval()
-    with torch.no_grad():
-        images, labels = sample_crops(photos, 256, crop, torch.Generator().manual_seed(10_000 + seed))
-        accuracy = (classifier(backbone(to_model_input(images))[-1].mean(dim=(2, 3))).argmax(1) == labels)
-    path = out_dir / "backbone.pth"
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()}}, tmp)
-    metrics = {"heldout_accuracy": accuracy.float().mean().item(), "chance": 1.0 / num_classes,
-               "final_train_accuracy": float(np.mean([a for a, _ in history[-20:]])),
-               "final_loss": float(np.mean([l for _, l in history[-20:]])), "seconds": time.perf_counter() - began}
-    finish_run(out_dir, outputs={"backbone": path}, metrics=metrics)
-    log.info("pretrained %s in %.1f s: held-out accuracy %.2f (chance %.3f)", arch, metrics["seconds"],
-             metrics["heldout_accuracy"], metrics["chance"])
-    return path
-
-
-def ensure_pretrained(arch: str, seed: int = 0, runs_root: str | os.PathLike = "runs",
-                      overrides: dict | None = None, **kw) -> Path:
-    """The backbone of a finished pretraining run, pretraining first when there is none."""
-    out_dir = Path(runs_root) / "pretrain" / pretrain_name(arch, seed, overrides)
-    if is_complete(out_dir) and (out_dir / "backbone.pth").exists():
-        return out_dir / "backbone.pth"
-    return pretrain_backbone(arch, out_dir, seed=seed, overrides=overrides, **kw)
+from experiments.infra import names  # noqa: F401  (registers the ${run:...} resolver)
+from experiments.selftraining.pretraining import ensure_pretrained
 
 
 @hydra.main(config_path="../configs", config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(max(1, min(int(cfg.threads), os.cpu_count() or 1)))
-    print(ensure_pretrained(cfg.arch, cfg.seed, cfg.runs_root, dict(cfg.overrides), steps=cfg.steps,
-                            batch_size=cfg.batch_size, crop=cfg.crop, lr=cfg.lr))
+    print(ensure_pretrained(cfg.arch, cfg.seed, cfg.runs_root, dict(cfg.overrides),
+                            **OmegaConf.to_container(cfg.pretrain)))
 
 
 if __name__ == "__main__":

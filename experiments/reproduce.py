@@ -1,96 +1,21 @@
-"""The paper's studies end to end: train -> merge -> evaluate -> tables and figures.
+"""The paper's studies end to end: ``python -m experiments.reproduce study=table1``.
 
-``python -m experiments.reproduce study=table1`` (``make reproduce-table1``) runs one
-study described by a config in ``configs/study/``: which single-target models to
-train (train-config overrides per model), which merges to build from them, which
-interpolation curves to draw. Every step writes a run folder with a manifest under a
-deterministic name, so a finished step is skipped when the study runs again and an
-interrupted training resumes from its own latest checkpoint.
+A thin Hydra entry point (``configs/reproduce.yaml``; studies in ``configs/study/``, the
+data and sizes in ``configs/scale/``) over ``experiments.pipeline.studies.run_study``.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import time
 from pathlib import Path
-from typing import Any
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from analysis.metrics import mean_iou
-from analysis.report import record_artifacts, write_report
-from experiments import stages
-from experiments.logging_utils import log_study
-from experiments.runs import STAND_IN_NOTE
+from experiments.infra import names  # noqa: F401  (registers the ${run:...} resolver)
+from experiments.pipeline.studies import run_study
 
 log = logging.getLogger(__name__)
-
-
-def _merge_specs(study: DictConfig) -> dict[str, dict]:
-    """The study's merges, plus every subset of >= 2 of ``subsets.members`` when given (Table 3)."""
-    merges = {name: dict(spec) for name, spec in (study.get("merges") or {}).items()}
-    subsets = study.get("subsets")
-    if subsets:
-        members = list(subsets.members)
-        for size in range(2, len(members) + 1):
-            for group in itertools.combinations(members, size):
-                merges["+".join(subsets.labels[m] for m in group)] = {
-                    "members": list(group), "buffers": subsets.get("buffers", "pooled")}
-    return merges
-
-
-def _records(name: str, seed: int, confusions: dict[str, np.ndarray]) -> list[dict]:
-    return [{"method": name, "seed": seed, "domain": domain, "miou": 100.0 * mean_iou(c)}
-            for domain, c in confusions.items()]
-
-
-def run_study(cfg: DictConfig) -> dict[str, Any]:
-    """Run one study; return its records and the files it wrote."""
-    started = time.time()
-    study = cfg.study
-    stand_in = cfg.scale.name == "mini"
-    note = STAND_IN_NOTE if stand_in else ""
-    results_dir = Path(cfg.results_dir) / study.name
-    domains = list(study.domains)
-    stages.ensure_data(cfg)
-    evaluator = stages.Evaluator(cfg, domains)
-    merges = _merge_specs(study)
-    records: list[dict] = []
-    jobs = {(label, seed): stages.compose_train(cfg, list(overrides), seed)
-            for seed in cfg.seeds for label, overrides in study.models.items()}
-    folders = stages.train_models(cfg, jobs)
-    runs = [str(p) for p in folders.values()]
-    for seed in cfg.seeds:
-        trained = {label: folders[(label, seed)] for label in study.models}
-        for label in study.get("table_models", list(study.models)):
-            records += _records(label, seed, evaluator.checkpoint(trained[label]))
-        for name, spec in merges.items():
-            merged = stages.merge_models(cfg, name, seed, [trained[m] for m in spec["members"]], spec)
-            runs.append(str(merged))
-            records += _records(name, seed, evaluator.merged(merged, spec, trained))
-        for curve_name, curve in (study.get("curves") or {}).items():
-            stages.interpolation_curve(cfg, evaluator, curve_name, curve, seed, trained)
-        if study.get("rebasin"):
-            from experiments.rebasin_study import rebasin_comparison
-
-            rebasin_comparison(cfg, evaluator, study.rebasin, seed, trained)
-    files = stages.write_study_outputs(cfg, records, domains, results_dir, note) if records else []
-    files += stages.write_curve_figures(cfg, results_dir, note)
-    if study.get("rebasin"):
-        from experiments.rebasin_study import write_rebasin_figure
-
-        files += write_rebasin_figure(cfg, results_dir, note)
-    record_artifacts(cfg.results_dir, study.name, [
-        {"title": study.title, "files": [str(f) for f in files], "stand_in": stand_in,
-         "runs": sorted(set(runs)), "summary": f"seeds {list(cfg.seeds)}; {study.get('summary', '')}"}])
-    write_report(cfg.results_dir)
-    log_study(study.name, OmegaConf.to_container(cfg, resolve=True), records, files, cfg.logger.wandb_mode,
-              cfg.logger.project, cfg.logger.get("group"), Path(cfg.runs_root) / "wandb")
-    log.info("study %s finished in %.0f s", study.name, time.time() - started)
-    return {"records": records, "files": files, "seconds": time.time() - started}
 
 
 @hydra.main(config_path="../configs", config_name="reproduce", version_base="1.3")

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-exec "$PY" -m experiments.slurm_cluster "$@"
+PYTHONPATH="tests/support${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m slurm_cluster "$@"

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from experiments.runs import finish_run, is_complete, start_run, write_json_atomic
+from experiments.infra.runs import finish_run, is_complete, stage, write_json_atomic
 
 from .data import class_halves, load_split, select_classes, to_tensors
 from .models import build_classifier, imagenet_efficientnet_lite0_path
@@ -154,17 +154,30 @@ def run_classification(cfg: Mapping) -> dict[str, Any]:
 
 
 def _run(cfg: Mapping, run_dir: Path) -> dict[str, Any]:
-    from .figures import write_outputs
+    from analysis.report import record_artifacts
 
     began = time.perf_counter()
-    runs_dir = run_dir.parent
     inputs = {}
     if cfg["data"]["name"] == "fashion_mnist" and cfg["data"].get("root"):
         root = Path(cfg["data"]["root"])
         inputs = {p.name: p for p in sorted(root.glob("*-ubyte.gz"))}
     if cfg["model"]["name"] == "efficientnet_lite0":
         inputs["imagenet_weights"] = imagenet_efficientnet_lite0_path()
-    start_run(run_dir, "classify", dict(cfg), inputs, stand_in=False)
+    # Real images and real ImageNet weights: not the miniature stand-in.
+    with stage(run_dir, "classify", dict(cfg), inputs, stand_in=False):
+        metrics, outputs = _seeds(cfg, run_dir, began)
+    output_dir = Path(cfg["output_dir"])
+    record_artifacts(output_dir.parent, output_dir.name, [
+        {"title": "Classification check: merging models trained on disjoint class halves",
+         "files": [str(p) for p in outputs.values()], "stand_in": False, "runs": [str(run_dir)],
+         "summary": f"seeds {metrics['seeds']}; {cfg['data']['name']}, {cfg['model']['name']}"}])
+    return metrics
+
+
+def _seeds(cfg: Mapping, run_dir: Path, began: float) -> tuple[dict[str, Any], dict[str, Path]]:
+    from analysis.classification import write_outputs
+
+    runs_dir = run_dir.parent
     seeds = []
     for seed in cfg["seeds"]:
         seed_file = run_dir / f"seed{seed}.json"
@@ -182,4 +195,4 @@ def _run(cfg: Mapping, run_dir: Path) -> dict[str, Any]:
     metrics = {"summary": summary, "seconds": time.perf_counter() - began,
                "seeds": [s["seed"] for s in seeds]}
     finish_run(run_dir, outputs=outputs, metrics=metrics, note=note)
-    return metrics
+    return metrics, outputs

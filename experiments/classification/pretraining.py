@@ -16,7 +16,8 @@ from typing import Mapping
 
 import torch
 
-from experiments.runs import finish_run, is_complete, start_run
+from experiments.infra import names
+from experiments.infra.runs import finish_run, is_complete, stage
 
 from .data import load_digits, to_tensors
 from .models import build_classifier
@@ -37,18 +38,18 @@ def pretrain_on_digits(run_dir: str | Path, model_name: str, image_size: int, re
         return checkpoint
     config = {"model": model_name, "image_size": image_size, "recipe": vars(recipe),
               "seed": seed, "bn_momentum": bn_momentum, "dataset": "sklearn digits (1,797 images)"}
-    start_run(run_dir, "classify-pretrain-digits", config, stand_in=False)
-    images, labels = to_tensors(load_digits(), image_size)
-    torch.manual_seed(seed)
-    model = build_classifier(model_name, 10, image_size, None, bn_momentum)
-    stats = train_classifier(model, images, labels, recipe, seed)
-    stats.update({f"digits_train_{k}": v for k, v in evaluate(model, images, labels).items()})
-    save_state(model.state_dict(), checkpoint)
-    finish_run(run_dir, outputs={"checkpoint": checkpoint}, metrics=stats)
+    with stage(run_dir, "classify-pretrain-digits", config, stand_in=False):
+        images, labels = to_tensors(load_digits(), image_size)
+        torch.manual_seed(seed)
+        model = build_classifier(model_name, 10, image_size, None, bn_momentum)
+        stats = train_classifier(model, images, labels, recipe, seed)
+        stats.update({f"digits_train_{k}": v for k, v in evaluate(model, images, labels).items()})
+        save_state(model.state_dict(), checkpoint)
+        finish_run(run_dir, outputs={"checkpoint": checkpoint}, metrics=stats)
     return checkpoint
 
 
 def digits_run_name(cfg: Mapping) -> str:
     """Deterministic folder name: the settings that change the checkpoint."""
-    return (f"pretrain-digits_{cfg['model']['name']}_{cfg['data']['image_size']}px_"
-            f"e{cfg['pretraining']['epochs']}_s{cfg['pretraining']['seed']}")
+    return names.digits_pretrain_run(cfg["model"]["name"], cfg["data"]["image_size"],
+                                     cfg["pretraining"]["epochs"], cfg["pretraining"]["seed"])

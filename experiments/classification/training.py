@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.metrics import loss_barrier  # noqa: F401  (part of this module's interface)
-from experiments.runs import atomic_path
+from experiments.infra.runs import atomic_path
 
 
 @dataclass(frozen=True)

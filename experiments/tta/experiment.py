@@ -9,7 +9,7 @@
    and merged, resolved by ``experiments.tta.pipeline``) on their targets, single and
    mixed streams: does TTA on a merged model beat merging alone and TTA alone?
 Results go to ``records.json`` (every result and stream trace) and the tables and
-figures of ``experiments.tta.report`` under ``cfg.out_dir``.
+figures of ``analysis.tta`` under ``cfg.out_dir``.
 
 Cost: methods without state across batches (no TTA, BN-adapt) run each distinct batch
 once per seed and model and are read back for the other settings (``runner.Memo``);
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from experiments import runs
+from experiments.infra import names, runs
 from experiments.tta import build_adapter
 from experiments.tta.runner import Memo, run_stream
 from experiments.tta.streams import build_streams, mixed
@@ -42,39 +42,34 @@ def _plain(cfg: Any) -> Any:
         return cfg
 
 
-def ensure_data(root: str | Path, size: tuple[int, int]) -> Path:
-    """The miniature at ``root``; generated with its default settings when missing (the same
-    data every other stage uses)."""
-    root = Path(root)
-    if not (root / "gta").is_dir():
-        from experiments.miniature import generate
-
-        generate(root, seed=0, size=tuple(size))
-    return root
-
-
-def load_samples(dataset: str, root: str | Path, split: str, limit: int | None, **options: Any) -> list[dict]:
+def load_samples(domain: str, root: str | Path, split: str | None, limit: int | None, **options: Any) -> list[dict]:
     """Up to ``limit`` labelled samples, evenly spaced over the split (so ACDC's four
     conditions are all represented)."""
-    from experiments.datasets import load
+    from experiments.data.domains import load_domain
 
-    data = load(dataset, root, split, **options)
+    data = load_domain(domain, root, split, **options)
     index = range(len(data)) if not limit or limit >= len(data) else np.linspace(0, len(data) - 1, limit).round()
     return [{"image": data[int(i)]["image"], "label": data[int(i)]["label"], "index": int(i)} for i in index]
 
 
 def train_source(norm: str, seed: int, samples: list[dict], iterations: int, batch_size: int,
-                 lr: float, run_dir: Path, segmentor: str = "mini_r18") -> Path:
+                 lr: float, run_dir: Path, segmentor: str = "mini_r18", *, stand_in: bool) -> Path:
     """Supervised source-only training (AdamW, cross-entropy, random horizontal flips);
     reused when ``run_dir`` holds a complete run. Returns the weights file."""
-    from experiments.models import build_segmentor, normalize, segment
-
     weights = run_dir / "model.pth"
     if runs.is_complete(run_dir) and weights.is_file():
         return weights
     config = dict(norm=norm, seed=seed, iterations=iterations, batch_size=batch_size, lr=lr,
                   segmentor=segmentor, images=len(samples))
-    runs.start_run(run_dir, "tta_source", config)
+    with runs.stage(run_dir, "tta_source", config, stand_in=stand_in):
+        _train_source(norm, seed, samples, iterations, batch_size, lr, run_dir, segmentor, weights)
+    return weights
+
+
+def _train_source(norm: str, seed: int, samples: list[dict], iterations: int, batch_size: int, lr: float,
+                  run_dir: Path, segmentor: str, weights: Path) -> None:
+    from experiments.models.segmentors import build_segmentor, normalize, segment
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_segmentor(segmentor, norm=norm, decode_head={"dropout_ratio": 0.0}).train()
@@ -96,11 +91,10 @@ def train_source(norm: str, seed: int, samples: list[dict], iterations: int, bat
         torch.save(model.state_dict(), tmp)
     runs.finish_run(run_dir, outputs={"weights": weights},
                     metrics={"final_loss": float(np.mean(losses[-20:])), "iterations": iterations})
-    return weights
 
 
 def _source_factory(weights: Path, norm: str, segmentor: str = "mini_r18"):
-    from experiments.models import build_segmentor
+    from experiments.models.segmentors import build_segmentor
 
     state = torch.load(weights, map_location="cpu", weights_only=True)
 
@@ -113,7 +107,7 @@ def _source_factory(weights: Path, norm: str, segmentor: str = "mini_r18"):
 
 def _run(build, method: str, samples: list[dict], batch_size: int, cfg: Mapping[str, Any],
          fisher: list[torch.Tensor], memo: Memo | None = None, cache: dict | None = None) -> dict:
-    from experiments.models import normalize, segment
+    from experiments.models.segmentors import normalize, segment
 
     options = dict(cfg["method_options"].get(method) or {})
     if method == "eata" and cache is not None:
@@ -186,12 +180,12 @@ def run_grid(part: str, seed: int, models: Mapping[str, tuple[str, Any]], domain
     return records
 
 
-def _domains(root: Path, specs: list[Mapping[str, Any]], limit: int | None) -> dict[str, list[dict]]:
-    """Domain name -> labelled samples, each with a unique ``id`` (domain/index)."""
+def _domains(root: Path, names: list[str], limit: int | None) -> dict[str, list[dict]]:
+    """Domain name -> labelled samples of its scored split, each with a unique ``id`` (domain/index)."""
     out = {}
-    for d in specs:
-        samples = load_samples(d["dataset"], root / d["dataset"], d["split"], limit, **d.get("options", {}))
-        out[d["name"]] = [dict(s, id=f"{d['name']}/{s['index']}", domain=d["name"]) for s in samples]
+    for name in names:
+        samples = load_samples(name, root, None, limit)
+        out[name] = [dict(s, id=f"{name}/{s['index']}", domain=name) for s in samples]
     return out
 
 
@@ -201,51 +195,63 @@ def run_experiment(cfg: Mapping[str, Any]) -> dict:
     ``norms``: source models per normalisation on the four targets in every wild setting
     (SAR's claims); ``merging``: the pipeline's models (``cfg.models``) on their targets.
     """
-    from experiments.models import normalize
+    from analysis.report import STAND_IN_NOTE, record_artifacts
+    from analysis.tta import write_report
+    from experiments.data.domains import domain_root, is_stand_in
+    from experiments.data.miniature import generate_scale
+    from experiments.models.segmentors import normalize
     from experiments.tta import pipeline
-    from experiments.tta.report import write_report
 
+    if cfg["scale"].get("generate"):
+        generate_scale(cfg["scale"])  # the same miniature every other stage of this scale reads
     cfg = _plain(cfg)
     torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
     out_dir = Path(cfg["out_dir"])
-    root = ensure_data(cfg["data_root"], cfg["image_size"])
+    root = Path(cfg["scale"]["data_root"])
+    stand_in = is_stand_in(domain_root(root, d) for d in ["gta", *cfg["domains"]])
     started, cpu_started = time.perf_counter(), time.process_time()
     entries = list(cfg.get("models") or [])
     if entries and cfg.get("build_missing"):
-        pipeline.build_missing(entries, cfg["seeds"], cfg["runs_root"], cfg["data_root"],
-                               cfg.get("pipeline_overrides") or [], cfg.get("pipeline_train_overrides"))
+        pipeline.build_missing(entries, cfg["seeds"], cfg["runs_root"],
+                               [f"scale={cfg['scale']['name']}", *(cfg.get("pipeline_overrides") or [])],
+                               cfg.get("pipeline_train_overrides"))
     found, missing = pipeline.resolve_all(entries, cfg["seeds"], cfg["runs_root"])
     if missing:
         warnings.warn(pipeline.missing_message(missing), stacklevel=2)
         print(pipeline.missing_message(missing), flush=True)
-    source = load_samples("gta", root / "gta", "all", cfg["source_images"])
+    source = load_samples("gta", root, None, cfg["source_images"])
     fisher = [normalize(np.stack([s["image"] for s in source[-cfg["fisher_images"]:]]))]
     domains = _domains(root, cfg["domains"], cfg["images_per_domain"]) if cfg.get("norms") else {}
     merging = cfg.get("merging") or {}
-    unknown = sorted(set(merging.get("domains") or []) - {d["name"] for d in cfg["domains"]})
+    unknown = sorted(set(merging.get("domains") or []) - set(cfg["domains"]))
     if entries and unknown:
-        raise ValueError(f"merging.domains {unknown} are not among domains ({[d['name'] for d in cfg['domains']]})")
-    merge_domains = (_domains(root, [d for d in cfg["domains"] if d["name"] in merging["domains"]],
+        raise ValueError(f"merging.domains {unknown} are not among domains ({cfg['domains']})")
+    merge_domains = (_domains(root, [d for d in cfg["domains"] if d in merging["domains"]],
                               merging.get("images_per_domain")) if entries else {})
     records = []
     for seed in cfg["seeds"]:
         models = {}
         for norm in cfg.get("norms") or []:
-            run_dir = Path(cfg["runs_root"]) / "tta" / f"source_{norm}_s{seed}"
+            run_dir = names.run_path(cfg["runs_root"], "tta", names.tta_source_run(norm, seed))
             weights = train_source(norm, seed, source[:-cfg["fisher_images"]], cfg["source_iterations"],
-                                   cfg["source_batch_size"], cfg["source_lr"], run_dir)
+                                   cfg["source_batch_size"], cfg["source_lr"], run_dir, stand_in=stand_in)
             models[f"source_{norm}"] = (norm, _source_factory(weights, norm))
         records += run_grid("norms", seed, models, domains, cfg["settings"], cfg["methods"],
                             cfg["sweep_batch_sizes"], cfg, fisher, started)
-        pipeline_models = {m.label: (m.norm, m.factory()) for m in found.get(seed, [])}
+        pipeline_models = {m.label: (pipeline.norm_of(m), pipeline.factory(m)) for m in found.get(seed, [])}
         if pipeline_models:
             records += run_grid("merging", seed, pipeline_models, merge_domains, merging["settings"],
                                 merging.get("methods") or cfg["methods"], [], cfg, fisher, started)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json_atomic(out_dir / "records.json", records)
     seconds = time.perf_counter() - started
-    outputs = write_report(records, cfg, out_dir, missing=[str(p) for p in missing],
+    outputs = write_report(records, cfg, out_dir, STAND_IN_NOTE if stand_in else "",
+                           missing=[str(p) for p in missing],
                            timing={"wall_s": seconds, "cpu_s": time.process_time() - cpu_started})
+    record_artifacts(out_dir.parent, out_dir.name, [
+        {"title": "Test-time adaptation in wild test streams", "files": [str(f) for f in outputs],
+         "stand_in": stand_in, "runs": [str(m.run_dir) for ms in found.values() for m in ms if m.run_dir],
+         "summary": f"seeds {list(cfg['seeds'])}; see README.md"}])
     print(f"TTA experiment finished in {seconds:.0f}s wall, {time.process_time() - cpu_started:.0f}s CPU; "
           f"outputs in {out_dir}")
     return {"records": records, "outputs": outputs, "missing": missing}

@@ -12,57 +12,33 @@ The ``models`` list of configs/adapt.yaml names each model by where it lives:
 
 A missing run folder is skipped with a message naming it, so ``make reproduce-tta``
 works before ``make reproduce-table1``; with ``build_missing: true`` the experiment
-instead trains / merges it through the pipeline (``experiments.stages``) from the
+instead trains / merges it through the pipeline (``experiments.pipeline.stages``) from the
 entry's ``build`` recipe: ``{train: [train-config overrides]}`` or
-``{merge: {study, name, members: [labels], buffers}}``. The folder the pipeline would
+``{merge: {study, name, members: [labels], fusion, fusion_overrides}}``. Entries name their
+run folders with the ``${run:...}`` resolver (``experiments.infra.names``), the same rules
+the pipeline writes them by. The folder the pipeline would
 write must be the entry's ``run_dir``; a mismatch is an error naming both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from experiments.runs import is_complete, read_manifest
+from experiments.inference import sources
+from experiments.infra.runs import is_complete
 
-CHECKPOINT_NAMES = ("model.pth", "merged.safetensors")
+def norm_of(model: sources.ModelSource) -> str:
+    """The normalisation variant of a model (``norm`` build override; BatchNorm by default)."""
+    return str(model.overrides.get("norm", "bn"))
 
 
-@dataclass
-class ResolvedModel:
-    """One model of one seed, ready to build: ``build()`` returns a fresh copy."""
-
-    label: str
-    checkpoint: Path
-    segmentor: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    network: str = "student"
-
-    def load_state(self) -> dict[str, torch.Tensor]:
-        import fusion
-
-        # a merge run's manifest says "merged": its file holds that one network, read whole
-        network = "student" if self.network == "merged" else self.network
-        return fusion.load_checkpoint(self.checkpoint, network=network)
-
-    def factory(self) -> Callable[[], torch.nn.Module]:
-        """A constructor of the model with its weights loaded (read from disk once)."""
-        from experiments.models import build_segmentor
-
-        state = self.load_state()
-
-        def build() -> torch.nn.Module:
-            model = build_segmentor(self.segmentor, **self.overrides)
-            model.load_state_dict(state, strict=True)
-            return model.eval()
-        return build
-
-    @property
-    def norm(self) -> str:
-        return str(self.overrides.get("norm", "bn"))
+def factory(model: sources.ModelSource) -> Callable[[], torch.nn.Module]:
+    """A constructor of the model with its weights loaded (read from disk once)."""
+    state = model.weights[0].load()
+    return lambda: model.build(state)
 
 
 def run_folder(entry: Mapping[str, Any], seed: int, runs_root: str | Path) -> Path:
@@ -78,40 +54,35 @@ def _check_entry(entry: Mapping[str, Any]) -> None:
         raise ValueError(f"models: entry {entry['label']!r} needs exactly one of 'run_dir' or 'checkpoint'")
 
 
-def resolve(entry: Mapping[str, Any], seed: int, runs_root: str | Path) -> ResolvedModel | Path:
+def resolve(entry: Mapping[str, Any], seed: int, runs_root: str | Path) -> sources.ModelSource | Path:
     """The model an entry names for ``seed``, or the missing run folder (or file) itself."""
     _check_entry(entry)
     if "checkpoint" in entry:
         path = Path(str(entry["checkpoint"]).format(seed=seed))
         if not path.is_file():
             return path
-        return ResolvedModel(entry["label"], path, entry.get("segmentor", "mini_r18"),
-                             dict(entry.get("overrides") or {}), entry.get("network", "student"))
+        return sources.from_checkpoint(path, entry.get("segmentor", "mini_r18"), entry.get("overrides") or {},
+                                       entry.get("network", "student"), label=entry["label"])
     folder = run_folder(entry, seed, runs_root)
     if not is_complete(folder):
         return folder
-    info = (read_manifest(folder) or {}).get("model")
-    if not info or "segmentor" not in info:
-        raise ValueError(f"{folder}/manifest.json has no 'model' entry with a segmentor; "
-                         "give the entry a 'checkpoint' with 'segmentor' instead")
-    weights = next((folder / n for n in CHECKPOINT_NAMES if (folder / n).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"{folder}: complete, but holds none of {', '.join(CHECKPOINT_NAMES)} "
-                                "(an encoder-only merge has one model per head; name head<i>/ as run_dir)")
-    return ResolvedModel(entry["label"], weights, info["segmentor"], dict(info.get("overrides") or {}),
-                         entry.get("network") or info.get("network", "student"))
+    model = sources.from_run(folder, network=entry.get("network"), label=entry["label"])
+    if len(model.weights) > 1:
+        raise ValueError(f"{folder} is an encoder-only merge with one model per head; name one head "
+                         f"folder as run_dir ({', '.join(str(w.path.parent) for w in model.weights)})")
+    return model
 
 
 def resolve_all(entries: Sequence[Mapping[str, Any]], seeds: Sequence[int], runs_root: str | Path
-                ) -> tuple[dict[int, list[ResolvedModel]], list[Path]]:
+                ) -> tuple[dict[int, list[sources.ModelSource]], list[Path]]:
     """Seed -> the models found, and every missing run folder or file (in order)."""
-    found: dict[int, list[ResolvedModel]] = {}
+    found: dict[int, list[sources.ModelSource]] = {}
     missing: list[Path] = []
     for seed in seeds:
         found[seed] = []
         for entry in entries:
             model = resolve(entry, seed, runs_root)
-            if isinstance(model, ResolvedModel):
+            if isinstance(model, sources.ModelSource):
                 found[seed].append(model)
             else:
                 missing.append(model)
@@ -126,18 +97,14 @@ def missing_message(missing: Sequence[Path]) -> str:
 
 
 def build_missing(entries: Sequence[Mapping[str, Any]], seeds: Sequence[int], runs_root: str | Path,
-                  data_root: str | Path, overrides: Sequence[str] = (), train_overrides: Sequence[str] | None = None
-                  ) -> None:
-    """Train / merge the entries' missing run folders through the pipeline (``experiments.stages``).
+                  overrides: Sequence[str] = (), train_overrides: Sequence[str] | None = None) -> None:
+    """Train / merge the entries' missing run folders through the pipeline (``experiments.pipeline.stages``).
 
     ``overrides`` go to the pipeline's configs/reproduce.yaml (e.g. ``scale=smoke``);
     ``train_overrides`` replace its scale's training overrides (tests use a tiny budget).
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    from experiments import stages
-    from experiments.train import run_dir_for
 
     by_label = {e["label"]: e for e in entries}
     config_dir = str(Path(__file__).resolve().parents[2] / "configs")
@@ -158,17 +125,21 @@ def build_missing(entries: Sequence[Mapping[str, Any]], seeds: Sequence[int], ru
                     continue
                 recipe = entry.get("build") or {}
                 study = (recipe.get("merge") or {}).get("study", "table1")
-                cfg = compose("reproduce", overrides=[f"runs_root={runs_root}", f"scale.data_root={data_root}",
-                                                      f"study={study}", "workers=1", *overrides])
+                cfg = compose("reproduce", overrides=[f"runs_root={runs_root}", f"study={study}", "workers=1",
+                                                      *overrides])
                 if train_overrides is not None:
                     cfg.scale.train_overrides = list(train_overrides)
-                _build_one(cfg, entry, recipe, seed, runs_root, folder_of, stages, run_dir_for)
+                _build_one(cfg, entry, recipe, seed, runs_root, folder_of)
     finally:
         if context is not None:
             context.__exit__(None, None, None)
 
 
-def _build_one(cfg, entry, recipe, seed, runs_root, folder_of, stages, run_dir_for) -> None:
+def _build_one(cfg, entry: Mapping[str, Any], recipe: Mapping[str, Any], seed: int, runs_root: str | Path,
+               folder_of: Callable[[str], Path]) -> None:
+    from experiments.pipeline import stages
+    from experiments.selftraining.loop import run_dir_for
+
     want = run_folder(entry, seed, runs_root)
     if "train" in recipe:
         job = stages.compose_train(cfg, list(recipe["train"]), seed)
@@ -183,10 +154,13 @@ def _build_one(cfg, entry, recipe, seed, runs_root, folder_of, stages, run_dir_f
             if not is_complete(member):
                 raise ValueError(f"models: merge {entry['label']!r} needs {member}; list its member first")
         name = spec.get("name", entry["label"])
-        got = Path(runs_root) / "merge" / f"{cfg.study.name}_{name.replace('+', '-')}_s{seed}"
-        if got.resolve() != want.resolve():
+        got = stages.merge_run_dir(cfg, name, seed)
+        # an encoder-only merge's model is one of its head<i>/ folders
+        if want.resolve() != got.resolve() and want.parent.resolve() != got.resolve():
             raise ValueError(f"models: {entry['label']!r} build.merge writes {got}, not its run_dir {want}")
-        stages.merge_models(cfg, name, seed, members, {"buffers": spec.get("buffers", "pooled")})
+        stages.merge_models(cfg, name, seed, members, spec)
+        if not is_complete(want):
+            raise ValueError(f"models: {entry['label']!r}: the merge wrote {got}, which has no run folder {want}")
     else:
         raise ValueError(f"models: {entry['label']!r} is missing ({want}) and has no build recipe "
                          "(build: {train: [...]} or build: {merge: {...}})")

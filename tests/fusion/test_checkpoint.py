@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import fusion
-from experiments.runs import sha256_file
+from experiments.infra.runs import sha256_file
 from state_dicts import random_state
 
 

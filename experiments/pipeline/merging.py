@@ -1,0 +1,158 @@
+"""The merge stage: trained models into one (or one per head) without data.
+
+``run_merge(cfg)`` (``python -m experiments.merge``, studies, TTA) applies a
+``configs/fusion`` method through ``fusion``. The run folder ``runs/merge/<name>`` holds
+the merged weights (safetensors and an mmseg-loadable .pth), the resolved config and a
+manifest with the sha256 of every member and output, how to rebuild the network, and
+whether the members come from the miniature stand-in. A complete run is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import fusion
+from experiments.inference.sources import WEIGHT_FILES
+from experiments.infra.runs import finish_run, is_complete, read_manifest, stage
+
+log = logging.getLogger(__name__)
+
+
+def _as_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
+    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+
+
+def _base_model(spec: DictConfig, members: list[Path]) -> tuple[Path, dict[str, torch.Tensor]]:
+    """theta_0 of task arithmetic / TIES: by default the first member's ImageNet network."""
+    path = Path(spec.get("base") or members[0])
+    return path, fusion.load_checkpoint(path, spec.get("base_network", "imagenet"))
+
+
+def merge_states(spec: DictConfig, states: list[dict[str, torch.Tensor]],
+                 base: dict[str, torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]]:
+    """Apply the method of ``spec`` (a ``configs/fusion`` entry); one state dict per output."""
+    method = spec.method
+    buffers = spec.get("buffers", "pooled")
+    if method == "linear":
+        weights = spec.get("weights")
+        weights = None if weights is None else list(weights)
+        if spec.get("prefix"):
+            return fusion.merge_by_prefix(states, spec.prefix, weights, buffers)
+        return [fusion.merge_linear(states, weights, buffers)]
+    if method == "task_arithmetic":
+        return [fusion.task_arithmetic(base, states, spec.scale, buffers)]
+    if method == "ties":
+        return [fusion.ties_merging(base, states, spec.density, spec.scale, buffers)]
+    if method == "slerp":
+        if len(states) != 2:
+            raise ValueError(f"slerp merges exactly 2 models, got {len(states)} members")
+        return [fusion.slerp(states[0], states[1], spec.t, buffers)]
+    raise ValueError(f"unknown merge method {method!r}: linear | task_arithmetic | ties | slerp")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model to merge: its weights file, and what its run folder says about it."""
+
+    path: Path
+    run_dir: Path | None
+    model: dict[str, Any] | None     # segmentor, overrides, network (from the run's manifest)
+    targets: tuple[str, ...]          # target domains it was trained on (for encoder-only heads)
+    stand_in: bool
+
+
+def _member(entry: str | Path) -> Member:
+    """A member given as a run folder or as a weights file (inside a run folder or not)."""
+    path = Path(entry)
+    if path.is_dir():
+        run_dir = path
+        weights = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None)
+        if weights is None:
+            raise FileNotFoundError(f"merge member {path}: a folder without {' or '.join(WEIGHT_FILES)}")
+    elif path.is_file():
+        weights, run_dir = path, path.parent if (path.parent / "manifest.json").is_file() else None
+    else:
+        raise FileNotFoundError(f"merge member {path} not found")
+    manifest = read_manifest(run_dir) if run_dir is not None else None
+    targets = tuple((manifest or {}).get("targets") or ())
+    if not targets:  # a training checkpoint outside its run folder records its config
+        meta = torch.load(weights, map_location="cpu", weights_only=False).get("meta", {}) \
+            if weights.suffix == ".pth" else {}
+        targets = tuple(((meta.get("config") or {}).get("target") or {}).get("names") or ())
+    return Member(weights, run_dir, (manifest or {}).get("model"), targets, bool((manifest or {}).get("stand_in")))
+
+
+def _model_entry(cfg: DictConfig, members: list[Member]) -> dict[str, Any] | None:
+    """How to rebuild the merged network: the members' (which must agree) or ``cfg.model``."""
+    if cfg.get("model"):
+        return dict(OmegaConf.to_container(cfg.model, resolve=True))
+    described = [m.model for m in members if m.model]
+    if not described:
+        return None
+    kinds = {json.dumps({k: d.get(k) for k in ("segmentor", "overrides")}, sort_keys=True) for d in described}
+    if len(kinds) != 1 or len(described) != len(members):
+        raise ValueError(f"merge members differ in network (segmentor, overrides) or do not all say: "
+                         f"{[m.model for m in members]}")
+    return {k: described[0][k] for k in ("segmentor", "overrides")}
+
+
+def run_merge(cfg: DictConfig | Mapping[str, Any]) -> Path:
+    """Merge ``cfg.members`` with ``cfg.fusion`` into ``cfg.run_dir``; return the run folder.
+
+    Members are run folders or weights files. A merge refused for bad input (mismatched
+    keys or shapes, NaN/Inf weights: ``fusion`` names them) leaves a ``failed`` manifest.
+    """
+    cfg = _as_config(cfg)
+    entries = list(cfg.members or [])
+    if not entries:
+        raise ValueError("members is empty: give the run folders or checkpoints to merge, e.g. members=[a,b]")
+    run_dir = Path(cfg.run_dir)
+    if is_complete(run_dir) and not cfg.get("force", False):
+        log.info("merge %s is complete; skipping (force=true re-runs it)", run_dir)
+        return run_dir
+    members = [_member(e) for e in entries]
+    spec = cfg.fusion
+    inputs: dict[str, Path] = {f"member{i}": m.path for i, m in enumerate(members)}
+    stand_in = any(m.stand_in for m in members)
+    with stage(run_dir, "merge", cfg, inputs, stand_in=stand_in):
+        base = None
+        if spec.method in ("task_arithmetic", "ties"):
+            inputs["base"], base = _base_model(spec, [m.path for m in members])
+        model = _model_entry(cfg, members)
+        states = [fusion.load_checkpoint(m.path, cfg.network) for m in members]
+        merged = merge_states(spec, states, base)
+        meta = {"name": cfg.name, "method": spec.method, "network": cfg.network,
+                "members": [str(m.path) for m in members], "fusion": OmegaConf.to_container(spec, resolve=True)}
+        outputs: dict[str, Path] = {}
+        extra: dict[str, Any] = {"method": spec.method, "members": [str(e) for e in entries]}
+        if model:  # lets later stages rebuild the network
+            extra["model"] = dict(model, network="merged")
+        if len(merged) == 1:
+            # finish_run records the sha256 of the outputs in the run's own manifest
+            paths = fusion.save_merged(merged[0], run_dir, meta, manifest_name=None)
+            outputs.update(merged_safetensors=paths["safetensors"], merged_pth=paths["pth"])
+        else:  # encoder-only: member i's decode head on the shared encoder, a run folder each
+            extra["heads"] = []
+            for index, (member, state) in enumerate(zip(members, merged)):
+                head_dir = run_dir / f"head{index}"
+                with stage(head_dir, "merge_head", {"head_of": str(member.path)}, {"member": member.path},
+                           stand_in=stand_in):
+                    paths = fusion.save_merged(state, head_dir, {**meta, "head_of": str(member.path)},
+                                               manifest_name=None)
+                    finish_run(head_dir, {"merged_safetensors": paths["safetensors"], "merged_pth": paths["pth"]},
+                               method=spec.method, model=extra.get("model"), head_of=str(member.path),
+                               targets=list(member.targets))
+                extra["heads"].append({"folder": head_dir.name, "member": str(member.path),
+                                       "domains": list(member.targets)})
+                outputs[f"head{index}_safetensors"] = paths["safetensors"]
+        finish_run(run_dir, outputs, **extra)
+    log.info("merged %d models (%s) into %s", len(members), spec.method, run_dir)
+    return run_dir
