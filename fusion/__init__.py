@@ -14,6 +14,8 @@ from .linear import interpolate, merge_by_prefix, merge_linear
 from .rebasin import (PermutationSpec, apply_permutation, mlp_permutation_spec,
                       permutation_fraction_nonidentity, resnet_v1c_permutation_spec,
                       weight_matching)
+from .sparse import dare, model_breadcrumbs
+from .spectral import iso_c, iso_cts, tsv_merge
 from .state import check_compatible, check_finite, classify
 from .streaming import merge_safetensors_files
 
@@ -24,4 +26,6 @@ __all__ = [
     "interpolate", "load_checkpoint", "merge_batchnorm_statistics", "merge_by_prefix",
     "merge_linear", "merge_safetensors_files", "save_merged", "select_network", "slerp",
     "task_arithmetic", "ties_merging",
+    # merging methods from the literature
+    "dare", "model_breadcrumbs", "tsv_merge", "iso_c", "iso_cts",
 ]
