@@ -42,12 +42,12 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a corrupt one is named in the error."""
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Parse a JSON file; a corrupt one is named (as ``what``) in the error."""
     try:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"corrupt JSON file {path}: {error}") from error
+        raise ValueError(f"corrupt {what} {path}: {error}") from error
 
 
 def render_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

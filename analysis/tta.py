@@ -31,7 +31,7 @@ from analysis.tables import Summary, render_markdown, write_table
 
 LABELS = {"source": "no TTA", "bn_adapt": "BN-adapt", "tent": "Tent", "eata": "EATA", "sar": "SAR"}
 SETTING_LABELS = {"single": "single shift", "mixed": "mixed shifts", "batch1": "batch size 1",
-                  "imbalance": "label imbalance"}
+                  "imbalance": "label imbalance", "corrupted": "mixed + corruptions"}
 
 
 def _domain_scores(records: Sequence[dict]) -> dict[tuple, dict[str, float]]:

@@ -1,4 +1,4 @@
-"""Merging BatchNorm running statistics (REFERENCE.md §1, paper Sec. 3.3 / Table 4).
+"""Merging BatchNorm running statistics (docs/method.md; paper Sec. 3.3 / Table 4).
 
 A BatchNorm layer's buffers summarise the activations a model saw as a Gaussian
 (mean ``mu_k``, biased variance ``var_k``) estimated from ``n_k`` batches. The

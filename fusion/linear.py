@@ -1,4 +1,4 @@
-"""Weighted averaging of K models, matched by name (REFERENCE.md §1).
+"""Weighted averaging of K models, matched by name (docs/method.md).
 
     theta = sum_k w_k theta_k            (midpoint: w_k = 1/K)
 

@@ -1,6 +1,6 @@
 """Git Re-Basin weight matching (Ainsworth et al., ICLR 2023, Sec. 3.2, Alg. 1).
 
-The paper's permutation baseline (REFERENCE.md Sec. 1, figure "Git Re-Basin vs
+The paper's permutation baseline (docs/method.md, figure "Git Re-Basin vs
 mid-point") aligns model B to model A before merging. Hidden units of a network
 can be reordered without changing its function, provided every tensor that reads
 or writes those units is reordered the same way. A :class:`PermutationSpec` names

@@ -1,6 +1,6 @@
 """What each state-dict entry is, and the checks every merge runs first.
 
-A state dict mixes things that must not be merged alike (REFERENCE.md §1):
+A state dict mixes things that must not be merged alike (docs/method.md):
 float parameters are averaged, BatchNorm running statistics are pooled as
 Gaussians, integer counters are summed and never averaged or truncated, and any
 other non-float buffer (an index table, a mask) must agree across the models.

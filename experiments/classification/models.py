@@ -77,7 +77,7 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
 
     BatchNorm counters (``num_batches_tracked``) are not copied: they restart at zero so
     that, after fine-tuning, they count the fine-tuning batches behind the running
-    statistics, which is what the pooled-buffer merge weighs (REFERENCE.md section 1).
+    statistics, which is what the pooled-buffer merge weighs (docs/method.md).
     Anything missing, unexpected or of the wrong shape is an error that names the keys
     and ``source``.
     """

@@ -84,7 +84,7 @@ def interpolation_path(model: nn.Module, state_a: Mapping[str, torch.Tensor],
     """Evaluate theta(alpha) = (1 - alpha) theta_A + alpha theta_B for each alpha.
 
     BatchNorm statistics along the path are pooled with the same weights (1 - alpha,
-    alpha), the buffer rule of the paper's merge (REFERENCE.md section 1).
+    alpha), the buffer rule of the paper's merge (docs/method.md).
     """
     from fusion import interpolate
 

@@ -11,10 +11,11 @@ true`` and the datasets it holds; real datasets have no such file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from analysis.io import read_json
 
 MINIATURE_COMMAND = "python -m experiments.miniature"
 
@@ -82,12 +83,7 @@ def missing_data_error(root: str | Path) -> FileNotFoundError:
 
 def miniature_manifest(data_root: str | Path) -> dict | None:
     path = Path(data_root) / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"corrupt data manifest {path}: {error}") from error
+    return read_json(path, "data manifest") if path.is_file() else None
 
 
 def is_stand_in(dataset_roots: Iterable[str | Path]) -> bool:

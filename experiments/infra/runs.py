@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from analysis.io import read_json
 from analysis.report import STAND_IN_NOTE
 from fusion.checkpoint import atomic_file, sha256_of
 
@@ -71,12 +72,7 @@ def environment_versions() -> dict[str, str]:
 def read_manifest(run_dir: str | os.PathLike) -> dict | None:
     """The manifest of ``run_dir``, or None when the run never started."""
     path = Path(run_dir) / "manifest.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"corrupt manifest {path}: {error}") from error
+    return read_json(path, "manifest") if path.exists() else None
 
 
 def is_complete(run_dir: str | os.PathLike) -> bool:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.data.batches import BatchMaker
+from experiments.selftraining.batches import BatchMaker
 from experiments.data.domains import is_stand_in, missing_data_error
 from experiments.infra import names
 from experiments.infra.logs import TrainingLogger, quiet_libraries

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from experiments.infra import names, runs
 from experiments.tta import build_adapter
 from experiments.tta.runner import Memo, run_stream
-from experiments.tta.streams import build_streams, mixed
+from experiments.tta.streams import DEFAULT_CORRUPTIONS, build_streams, mixed
 
 
 def _plain(cfg: Any) -> Any:
@@ -156,7 +156,8 @@ def run_grid(part: str, seed: int, models: Mapping[str, tuple[str, Any]], domain
         memos, cache = _memos(build, methods), {}
         base = dict(seed=seed, model=model_name, norm=norm, part=part)
         for setting in settings:
-            streams = build_streams(setting, domains, cfg["batch_size"], seed, float(cfg["imbalance_ratio"]))
+            streams = build_streams(setting, domains, cfg["batch_size"], seed, float(cfg["imbalance_ratio"]),
+                                    cfg.get("corruptions") or DEFAULT_CORRUPTIONS, int(cfg.get("severity", 3)))
             for method in methods:
                 for stream_name, samples, batch_size in streams:
                     with warnings.catch_warnings(record=True) as caught:

@@ -13,6 +13,10 @@ cut into batches. Settings:
   shift"); within a phase the current class is ``imbalance_ratio`` times as likely as each
   other class, ``inf`` sorts the stream by class. For segmentation an image's class is its
   most frequent labelled trainId.
+- ``corrupted``: the mixed stream with an ImageNet-C corruption on top of each image
+  (Hendrycks & Dietterich, ICLR 2019; ``experiments.tta.corruptions``), the types of
+  ``corruptions`` taken in turn at one ``severity``: a shift within the shift, as SAR's
+  mixture of corruption types.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import numpy as np
 from experiments.tta.corruptions import corrupt
 
 Sample = dict[str, Any]
-SETTINGS = ("single", "mixed", "batch1", "imbalance")
+SETTINGS = ("single", "mixed", "batch1", "imbalance", "corrupted")
+# Corruptions of the ``corrupted`` setting by default: noise, blur, weather and digital ones.
+DEFAULT_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
 
 
 def dominant_class(label: np.ndarray, ignore_index: int = 255) -> int:
@@ -75,11 +81,18 @@ def label_imbalanced(samples: Sequence[Sample], imbalance_ratio: float = math.in
     return out
 
 
-def corrupted(samples: Sequence[Sample], corruption: str, severity: int, seed: int = 0) -> list[Sample]:
-    """``samples`` with corruption applied to each image (labels kept), domain renamed."""
+def corrupted(samples: Sequence[Sample], corruptions: Sequence[str], severity: int, seed: int = 0) -> list[Sample]:
+    """``samples`` with the corruptions applied in turn, one per image (labels and domains
+    kept); each sample records its corruption, and its ``id`` says so (another image: memos
+    of uncorrupted predictions must not match it)."""
     rng = np.random.default_rng(seed)
-    return [dict(s, image=corrupt(s["image"], corruption, severity, rng),
-                 domain=f"{corruption}-{severity}") for s in samples]
+    out = []
+    for index, sample in enumerate(samples):
+        name = f"{corruptions[index % len(corruptions)]}-{severity}"
+        extra = {"id": f"{sample['id']}|{name}"} if "id" in sample else {}
+        out.append(dict(sample, image=corrupt(sample["image"], name.rsplit("-", 1)[0], severity, rng),
+                        corruption=name, **extra))
+    return out
 
 
 def batches(samples: Sequence[Sample], batch_size: int) -> Iterator[list[Sample]]:
@@ -91,7 +104,9 @@ def batches(samples: Sequence[Sample], batch_size: int) -> Iterator[list[Sample]
 
 
 def build_streams(setting: str, domains: Mapping[str, Sequence[Sample]], batch_size: int,
-                  seed: int = 0, imbalance_ratio: float = math.inf) -> list[tuple[str, list[Sample], int]]:
+                  seed: int = 0, imbalance_ratio: float = math.inf,
+                  corruptions: Sequence[str] = DEFAULT_CORRUPTIONS, severity: int = 3
+                  ) -> list[tuple[str, list[Sample], int]]:
     """The streams of one wild setting as (stream name, samples, batch size) triples.
 
     ``single`` / ``batch1`` / ``imbalance`` give one stream per domain (each adapted from
@@ -102,6 +117,8 @@ def build_streams(setting: str, domains: Mapping[str, Sequence[Sample]], batch_s
     tagged = {name: [dict(s, domain=name) for s in samples] for name, samples in domains.items()}
     if setting == "mixed":
         return [("mixed", mixed(tagged, seed), batch_size)]
+    if setting == "corrupted":
+        return [("mixed", corrupted(mixed(tagged, seed), corruptions, severity, seed), batch_size)]
     if setting == "batch1":
         return [(name, list(samples), 1) for name, samples in tagged.items()]
     if setting == "imbalance":

@@ -67,7 +67,7 @@ def test_class_names_and_things_follow_cityscapes_train_ids():
 def test_tables_agree_with_cityscapesscripts():
     official = np.array([official_train_id(v) for v in range(256)], dtype=np.uint8)
     np.testing.assert_array_equal(L.CITYSCAPES_LUT, official)
-    # GTA5 uses the Cityscapes ids: REFERENCE's explicit map must be the same table.
+    # GTA5 uses the Cityscapes ids: the explicit map of docs/datasets.md must be the same table.
     np.testing.assert_array_equal(L.GTA_LUT, official)
     assert L.CITYSCAPES_LUT[255] == 255  # licence plate (-1) wraps to 255 in a uint8 file
 

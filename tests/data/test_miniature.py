@@ -19,8 +19,13 @@ TINY = dict(seed=0, size=SIZE, n_train=4, n_val=4, n_source=4, workers=1, previe
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("mini") / "mini", **TINY)
+def mini(mini_data) -> Path:
+    """The session's miniature (configs/scale/smoke.yaml's settings); read only here."""
+    return mini_data
+
+
+def _settings(mini: Path, name: str) -> dict:
+    return json.loads((mini / "manifest.json").read_text())["datasets"][name]["params"]
 
 
 def _splits(name: str) -> list[tuple[str, dict]]:
@@ -36,7 +41,9 @@ def test_loaders_read_back_the_generated_labels_and_images(mini, name):
     seen_ignore = False
     for split, kw in _splits(name):
         dataset = datasets.load(name, mini / name, split, **kw)
-        jobs = [j for j in G._jobs(name, 4, 4, 4) if j[1] == split and j[3] == kw.get("condition")]
+        p = _settings(mini, name)
+        jobs = [j for j in G._jobs(name, p["n_source"], p["n_train"], p["n_val"])
+                if j[1] == split and j[3] == kw.get("condition")]
         assert len(dataset) == len(jobs) > 0
         expected = {str(mini / name / writers.sample_paths(name, split, i, c)[0]): (d, i) for d, _, i, c in jobs}
         for item in dataset:
@@ -116,10 +123,13 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(mini, monkeypatch):
         raise AssertionError("a complete dataset was regenerated")
 
     monkeypatch.setattr(G, "_generate_dataset", fail)
-    generate(mini, **TINY)
+    same = _settings(mini, "gta")
+    settings = dict(seed=0, size=SIZE, n_train=same["n_train"], n_val=same["n_val"], n_source=same["n_source"],
+                    preview=False)
+    generate(mini, **settings)
     assert {p: p.stat().st_mtime_ns for p in mini.rglob("*") if p.is_file()} == before
     with pytest.raises(FileExistsError, match="force"):
-        generate(mini, **{**TINY, "seed": 3})
+        generate(mini, **{**settings, "seed": 3})
 
 
 def test_interrupted_generation_leaves_no_half_dataset(tmp_path, monkeypatch):

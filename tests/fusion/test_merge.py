@@ -206,13 +206,31 @@ def test_encoder_only_merge_keeps_each_head():
 
 
 def test_merged_model_loads_and_runs():
+    """A merged state dict loads strictly into the network and computes, in eval mode, the
+    convolution with the averaged weights normalised by the pooled statistics."""
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)) for _ in range(3)]
-    for net in nets:
-        net(torch.randn(2, 3, 8, 8))
+    for k, net in enumerate(nets):
+        for _ in range(k + 1):  # different counts: pi_k = n_k / N is not uniform
+            net(torch.randn(2, 3, 8, 8) + k)
+    merged = fusion.merge_linear([n.state_dict() for n in nets])
     target = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    target.load_state_dict(fusion.merge_linear([n.state_dict() for n in nets]), strict=True)
-    assert target[1].num_batches_tracked.item() == 3
+    target.load_state_dict(merged, strict=True)
+    assert target[1].num_batches_tracked.item() == 1 + 2 + 3
+    x = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        out = target.eval()(x)
+        weight = sum(n[0].weight for n in nets) / 3
+        bias = sum(n[0].bias for n in nets) / 3
+        pi = torch.tensor([1.0, 2.0, 3.0]) / 6
+        mean = sum(p * n[1].running_mean for p, n in zip(pi, nets))
+        var = sum(p * (n[1].running_var + (n[1].running_mean - mean) ** 2) for p, n in zip(pi, nets))
+        gamma = sum(n[1].weight for n in nets) / 3
+        beta = sum(n[1].bias for n in nets) / 3
+        y = torch.nn.functional.conv2d(x, weight, bias)
+        expected = (y - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + 1e-5) * \
+            gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_task_arithmetic_by_hand():

@@ -124,7 +124,7 @@ def test_permuted_resnet_computes_same_function(request, depth, permute_outputs)
 
 
 def test_forgetting_running_statistics_breaks_the_function(resnet18):
-    """The authors' flaw (REFERENCE.md Sec. 1): permuting BN affine parameters but not
+    """The authors' flaw (docs/method.md): permuting BN affine parameters but not
     the running statistics changes the network; the test above would catch it."""
     spec = resnet_v1c_permutation_spec(18)
     a = resnet18.state_dict()

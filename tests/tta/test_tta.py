@@ -462,3 +462,18 @@ def test_merged_model_of_a_tiny_pipeline_run_loads_and_adapts(mini_data, tmp_pat
     assert all(np.isfinite(r["metric"]) for r in records)
     verdict = (tmp_path / "out/tta_merging_verdict.csv").read_text().splitlines()
     assert len(verdict) == 1 + 2 * 4  # settings x TTA methods
+
+
+def test_the_corrupted_setting_corrupts_every_image_of_the_mixed_stream_in_turn():
+    rng = np.random.default_rng(0)
+    samples = {d: [{"image": rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), "label": np.zeros((16, 24), np.uint8),
+                    "id": f"{d}/{i}"} for i in range(3)] for d in ("a", "b")}
+    [(name, stream, batch)] = build_streams("corrupted", samples, 2, seed=1, corruptions=("fog", "contrast"),
+                                            severity=2)
+    [(_, plain, _)] = build_streams("mixed", samples, 2, seed=1)
+    assert name == "mixed" and batch == 2 and len(stream) == len(plain) == 6
+    assert [s["corruption"] for s in stream] == ["fog-2", "contrast-2"] * 3
+    for got, clean in zip(stream, plain):
+        assert got["domain"] == clean["domain"] and got["id"] == f"{clean['id']}|{got['corruption']}"
+        assert got["image"].shape == clean["image"].shape and not np.array_equal(got["image"], clean["image"])
+        assert np.array_equal(got["label"], clean["label"])

@@ -1,4 +1,4 @@
-"""Writing samples in each real dataset's folder layout and label encoding (REFERENCE §4).
+"""Writing samples in each real dataset's folder layout and label encoding (docs/datasets.md).
 
 Labels are generated as Cityscapes trainIds (255 = ignore) and encoded here the way the real
 files are: Cityscapes label ids for GTA and Cityscapes (ignore -> 0 "unlabeled"), SYNTHIA's
