@@ -10,13 +10,16 @@ statistics and integer counters each follow their own rule (REFERENCE.md §1).
 from .baselines import slerp, task_arithmetic, ties_merging
 from .batchnorm import BUFFER_RULES, merge_batchnorm_statistics
 from .checkpoint import NETWORK_PREFIXES, load_checkpoint, save_merged, select_network
+from .fisher import fisher_information, fisher_merge
 from .linear import interpolate, merge_by_prefix, merge_linear
 from .rebasin import (PermutationSpec, apply_permutation, mlp_permutation_spec,
                       permutation_fraction_nonidentity, resnet_v1c_permutation_spec,
                       weight_matching)
+from .regmean import regmean, regmean_grams
 from .sparse import dare, model_breadcrumbs
 from .spectral import iso_c, iso_cts, tsv_merge
 from .state import check_compatible, check_finite, classify
+from .statistics import load_statistic, save_statistic, statistic_bytes
 from .streaming import merge_safetensors_files
 
 __all__ = [
@@ -28,4 +31,6 @@ __all__ = [
     "task_arithmetic", "ties_merging",
     # merging methods from the literature
     "dare", "model_breadcrumbs", "tsv_merge", "iso_c", "iso_cts",
+    "regmean", "regmean_grams", "fisher_merge", "fisher_information",
+    "save_statistic", "load_statistic", "statistic_bytes",
 ]
