@@ -7,6 +7,7 @@ statistics and integer counters each follow their own rule (REFERENCE.md §1).
 ``python -m fusion`` builds the kernel and says which engine merges use.
 """
 
+from .adamerging import AdaMergingResult, adamerging, merge_layerwise, prediction_entropy
 from .baselines import slerp, task_arithmetic, ties_merging
 from .batchnorm import BUFFER_RULES, merge_batchnorm_statistics
 from .checkpoint import NETWORK_PREFIXES, load_checkpoint, save_merged, select_network
@@ -33,4 +34,5 @@ __all__ = [
     "dare", "model_breadcrumbs", "tsv_merge", "iso_c", "iso_cts",
     "regmean", "regmean_grams", "fisher_merge", "fisher_information",
     "save_statistic", "load_statistic", "statistic_bytes",
+    "AdaMergingResult", "adamerging", "merge_layerwise", "prediction_entropy",
 ]

@@ -244,3 +244,49 @@ def test_fisher_is_per_image_and_leaves_the_model_alone(model):
     assert set(sampled) == {n for n, _ in model.named_parameters()}
     with pytest.raises(ValueError, match="labels"):
         fusion.fisher_information(model, [images], labels="true")
+
+
+# -------------------------------------------------------------------------- AdaMerging
+
+
+def test_adamerging_lowers_the_entropy_and_returns_its_merge(model):
+    base = _member(10)
+    tuned = [_member(seed) for seed in range(3)]
+    before = copy.deepcopy(model.state_dict())
+    frozen = fusion.adamerging(model, base, tuned, _batches(), steps=0)
+    assert all(torch.equal(c, torch.full((3,), 0.3, dtype=torch.float64))
+               for c in frozen.coefficients.values())
+    assert all(torch.equal(frozen.state_dict[k], v) for k, v in
+               fusion.merge_layerwise(base, tuned, [0.3] * 3).items())
+    assert frozen.entropy == []
+    learned = fusion.adamerging(model, base, tuned, _batches(), steps=12, lr=0.05)
+    assert len(learned.entropy) == 12 and learned.entropy[-1] < learned.entropy[0]
+    assert set(learned.coefficients) == {n for n, _ in model.named_parameters()}
+    assert all(((c >= 0) & (c <= 1)).all() for c in learned.coefficients.values())
+    expected = fusion.merge_layerwise(base, tuned, learned.coefficients)
+    assert all(torch.equal(learned.state_dict[k], v) for k, v in expected.items())
+    pooled = fusion.merge_linear(tuned)
+    for key in ("bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked"):
+        assert torch.equal(learned.state_dict[key], pooled[key])
+    # the objective it reports is the merged model's mean entropy on the batch it used
+    first = fusion.merge_layerwise(base, tuned, [0.3] * 3)
+    probe = TinySegmenter().eval()
+    probe.load_state_dict(first)
+    with torch.no_grad():
+        torch.testing.assert_close(learned.entropy[0],
+                                   float(fusion.prediction_entropy(probe(_batches()[0]))),
+                                   rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_adamerging_stops_with_a_spent_stream_and_refuses_bad_input(model):
+    base, tuned = _member(10), [_member(0), _member(1)]
+    spent = fusion.adamerging(model, base, tuned, (b for b in _batches(2)), steps=5, lr=0.01)
+    assert len(spent.entropy) == 2
+    with pytest.raises(ValueError, match="no batches"):
+        fusion.adamerging(model, base, tuned, [], steps=3)
+    with pytest.raises(ValueError, match="lr > 0"):
+        fusion.adamerging(model, base, tuned, _batches(), lr=0.0)
+    wrong = {k: v for k, v in base.items() if k != "head.bias"}
+    with pytest.raises(ValueError, match="base does not fit the network.*missing keys.*head.bias"):
+        fusion.adamerging(model, wrong, [{k: t[k] for k in wrong} for t in tuned], _batches())

@@ -1,5 +1,5 @@
-"""fusion: the data-free task-vector merges (DARE, Model Breadcrumbs, TSV-M, Iso-C, Iso-CTS),
-pinned by the identities and formulas of their papers."""
+"""fusion: the data-free task-vector merges (DARE, Model Breadcrumbs, TSV-M, Iso-C, Iso-CTS)
+and layer-wise coefficients, pinned by the identities and formulas of their papers."""
 
 import pytest
 import torch
@@ -31,6 +31,8 @@ METHODS = {
     "tsv_merge": lambda base, tuned, buffers: fusion.tsv_merge(base, tuned, 0.7, buffers=buffers),
     "iso_c": lambda base, tuned, buffers: fusion.iso_c(base, tuned, 0.7, buffers=buffers),
     "iso_cts": lambda base, tuned, buffers: fusion.iso_cts(base, tuned, 0.7, 0.5, buffers=buffers),
+    "merge_layerwise": lambda base, tuned, buffers: fusion.merge_layerwise(
+        base, tuned, [0.2] * len(tuned), buffers=buffers),
 }
 
 
@@ -251,3 +253,30 @@ def test_spectral_merges_of_rank_deficient_tasks_ignore_null_directions():
     for merge in (fusion.tsv_merge, fusion.iso_c, fusion.iso_cts):
         merged = merge(base, frozen)
         assert torch.equal(merged["decode_head.conv_seg.weight"], base["decode_head.conv_seg.weight"])
+
+
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_layerwise_coefficients_of_one_over_k_are_the_midpoint(count):
+    base, tuned = _members(count)
+    merged = fusion.merge_layerwise(base, tuned, [1.0 / count] * count)
+    midpoint = fusion.merge_linear(tuned)
+    for key in base:
+        torch.testing.assert_close(merged[key], midpoint[key], rtol=1e-6, atol=1e-6)
+        assert merged[key].dtype == midpoint[key].dtype
+
+
+def test_layerwise_coefficients_by_hand_and_refusals():
+    def entries(weight, bias):
+        return {"a.weight": torch.full((4, 3), weight, dtype=torch.float64),
+                "a.bias": torch.full((4,), bias, dtype=torch.float64)}
+
+    base, tuned = entries(0.0, 1.0), [entries(2.0, 3.0), entries(-1.0, 0.0)]
+    merged = fusion.merge_layerwise(base, tuned, {"a.weight": [0.5, 0.25], "a.bias": [0.1, 1.0]})
+    assert torch.equal(merged["a.weight"], entries(0.5 * 2.0 + 0.25 * -1.0, 0)["a.weight"])
+    assert torch.equal(merged["a.bias"], entries(0, 1.0 + 0.1 * 2.0 + 1.0 * -1.0)["a.bias"])
+    with pytest.raises(ValueError, match="no coefficients for parameters: 'a.bias'"):
+        fusion.merge_layerwise(base, tuned, {"a.weight": [0.5, 0.5]})
+    with pytest.raises(ValueError, match="expected 2 coefficients.*a.weight"):
+        fusion.merge_layerwise(base, tuned, {"a.weight": [0.5], "a.bias": [0.5, 0.5]})
+    with pytest.raises(ValueError, match="non-finite coefficients.*a.bias"):
+        fusion.merge_layerwise(base, tuned, {"a.weight": [0.5, 0.5], "a.bias": [0.5, float("nan")]})
