@@ -17,6 +17,7 @@ from .rebasin import (PermutationSpec, apply_permutation, mlp_permutation_spec,
                       permutation_fraction_nonidentity, resnet_v1c_permutation_spec,
                       weight_matching)
 from .regmean import regmean, regmean_grams
+from .repair import repair
 from .sparse import dare, model_breadcrumbs
 from .spectral import iso_c, iso_cts, tsv_merge
 from .state import check_compatible, check_finite, classify
@@ -35,4 +36,5 @@ __all__ = [
     "regmean", "regmean_grams", "fisher_merge", "fisher_information",
     "save_statistic", "load_statistic", "statistic_bytes",
     "AdaMergingResult", "adamerging", "merge_layerwise", "prediction_entropy",
+    "repair",
 ]

@@ -290,3 +290,77 @@ def test_adamerging_stops_with_a_spent_stream_and_refuses_bad_input(model):
     wrong = {k: v for k, v in base.items() if k != "head.bias"}
     with pytest.raises(ValueError, match="base does not fit the network.*missing keys.*head.bias"):
         fusion.adamerging(model, wrong, [{k: t[k] for k in wrong} for t in tuned], _batches())
+
+
+# ------------------------------------------------------------------------------ REPAIR
+
+
+def _channel_statistics(state, batches):
+    """Each BatchNorm output's per-channel (mean, std) over the batches, in eval mode."""
+    network = TinySegmenter().double().eval()
+    network.load_state_dict(state)
+    outputs = {"bn1": [], "bn2": []}
+    handles = [getattr(network, name).register_forward_hook(
+        lambda module, inputs, output, name=name: outputs[name].append(output)) for name in outputs]
+    with torch.no_grad():
+        for batch in batches:
+            network(batch)
+    for handle in handles:
+        handle.remove()
+    result = {}
+    for name, parts in outputs.items():
+        values = torch.cat(parts).transpose(0, 1).reshape(6, -1)
+        std, mean = torch.std_mean(values, dim=1, correction=0)
+        result[name] = (mean, std)
+    return result
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5])
+def test_repair_restores_each_channel_mean_and_std(alpha):
+    a, b = _member(1, torch.float64), _member(2, torch.float64)
+    batches = _batches(2, seed=7, dtype=torch.float64)
+    repaired = fusion.repair(TinySegmenter().double(), a, b, batches, alpha=alpha)
+    goal_a, goal_b = _channel_statistics(a, batches), _channel_statistics(b, batches)
+    found = _channel_statistics(repaired, batches)
+    for name in ("bn1", "bn2"):
+        mean, std = found[name]
+        torch.testing.assert_close(mean, (1 - alpha) * goal_a[name][0] + alpha * goal_b[name][0],
+                                   rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(std, (1 - alpha) * goal_a[name][1] + alpha * goal_b[name][1],
+                                   rtol=1e-10, atol=1e-10)
+    # only the BatchNorm affine parameters change; the statistics are the interpolation's
+    plain = fusion.interpolate(a, b, alpha)
+    changed = {k for k in plain if not torch.equal(plain[k], repaired[k])}
+    assert changed <= {"bn1.weight", "bn1.bias", "bn2.weight", "bn2.bias"}
+    if alpha == 0.5:
+        assert changed  # the plain midpoint's channels had collapsed spread
+        assert (_channel_statistics(plain, batches)["bn2"][1] != found["bn2"][1]).any()
+
+
+def test_repair_refuses_what_it_cannot_fold():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.norm = nn.BatchNorm2d(4, affine=False)
+
+        def forward(self, x):
+            return self.norm(self.conv(x))
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 1)
+            self.norm = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.norm(self.conv(self.norm(x)))
+
+    plain = Plain()
+    with pytest.raises(ValueError, match="without affine weight and bias.*'norm'"):
+        fusion.repair(plain, plain.state_dict(), plain.state_dict(), [torch.randn(2, 3, 4, 4)])
+    twice = Twice()
+    with pytest.raises(ValueError, match="called more than once per forward: 'norm'"):
+        fusion.repair(twice, twice.state_dict(), twice.state_dict(), [torch.randn(2, 4, 4, 4)])
+    with pytest.raises(ValueError, match="no batches"):
+        fusion.repair(twice, twice.state_dict(), twice.state_dict(), [])
