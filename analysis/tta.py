@@ -164,7 +164,7 @@ def _readme(cfg, note, main_md, claims_md, claim_rows, cells, models, settings, 
     lines = ["# Test-time adaptation on the miniature (measured)", "", f"> {note}" if note else "", "",
              "`python -m experiments.adapt` (configs/adapt.yaml; this file is written by "
              "analysis/tta.py). Methods at the papers' defaults (SGD momentum 0.9, lr 0.00025 x B/64, "
-             f"E_0 = 0.4 ln {cfg['num_classes']}, EATA eps 0.05 and lambda 2000, SAR rho 0.05, "
+             f"E_0 = 0.4 ln {cfg['classes']}, EATA eps 0.05 and lambda 2000, SAR rho 0.05, "
              f"e_m {cfg['method_options'].get('sar', {}).get('reset_threshold', 0.2)}), "
              f"lr multiplier {cfg.get('lr_multiplier', 1.0)}, seeds {list(cfg['seeds'])}, batch {cfg['batch_size']}."]
     if timing:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from experiments.data.labels import NUM_CLASSES
 from experiments.infra import names, runs
 from experiments.tta import build_adapter
 from experiments.tta.runner import Memo, run_stream
@@ -123,9 +124,9 @@ def _run(build, method: str, samples: list[dict], batch_size: int, cfg: Mapping[
         from experiments.tta.common import scaled_lr
         from experiments.tta.tent import BASE_LR
         options["lr"] = scaled_lr(BASE_LR, batch_size) * cfg["lr_multiplier"]
-    adapter = build_adapter(method, build(), cfg["num_classes"], segment, batch_size=batch_size,
+    adapter = build_adapter(method, build(), NUM_CLASSES, segment, batch_size=batch_size,
                             fisher_batches=fisher if method == "eata" else None, **options)
-    result = run_stream(adapter, samples, batch_size, cfg["num_classes"], normalize, memo=memo)
+    result = run_stream(adapter, samples, batch_size, NUM_CLASSES, normalize, memo=memo)
     result.pop("confusion")
     result["recoveries"] = getattr(adapter, "recoveries", 0)
     result["kept_fraction"] = adapter.kept / adapter.seen if getattr(adapter, "seen", 0) else None
@@ -246,7 +247,7 @@ def run_experiment(cfg: Mapping[str, Any]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json_atomic(out_dir / "records.json", records)
     seconds = time.perf_counter() - started
-    outputs = write_report(records, cfg, out_dir, STAND_IN_NOTE if stand_in else "",
+    outputs = write_report(records, {**cfg, "classes": NUM_CLASSES}, out_dir, STAND_IN_NOTE if stand_in else "",
                            missing=[str(p) for p in missing],
                            timing={"wall_s": seconds, "cpu_s": time.process_time() - cpu_started})
     record_artifacts(out_dir.parent, out_dir.name, [
