@@ -1,8 +1,12 @@
 """fusion: the data-free task-vector merges (DARE, Model Breadcrumbs, TSV-M, Iso-C, Iso-CTS)
 and layer-wise coefficients, pinned by the identities and formulas of their papers."""
 
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 import fusion
 from fusion.spectral import iso_cts_dimensions
@@ -280,3 +284,25 @@ def test_layerwise_coefficients_by_hand_and_refusals():
         fusion.merge_layerwise(base, tuned, {"a.weight": [0.5], "a.bias": [0.5, 0.5]})
     with pytest.raises(ValueError, match="non-finite coefficients.*a.bias"):
         fusion.merge_layerwise(base, tuned, {"a.weight": [0.5, 0.5], "a.bias": [0.5, float("nan")]})
+
+
+# configs/fusion/<method>.yaml -> the function its keys are the parameters of
+CONFIGS = {"dare": fusion.dare, "breadcrumbs": fusion.model_breadcrumbs, "tsv_merge": fusion.tsv_merge,
+           "iso_c": fusion.iso_c, "iso_cts": fusion.iso_cts, "regmean": fusion.regmean,
+           "fisher": fusion.fisher_merge, "adamerging": fusion.adamerging, "repair": fusion.repair}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_method_configs_name_their_function_parameters(name):
+    path = Path(__file__).resolve().parents[2] / "configs" / "fusion" / f"{name}.yaml"
+    config = yaml.safe_load(path.read_text())
+    assert config.pop("method") == name
+    nested = {key: config.pop(key) for key in [k for k, v in config.items() if isinstance(v, dict)]}
+    for key in ("base", "base_network"):  # where theta_0 is read from, not a parameter
+        config.pop(key, None)
+    parameters = inspect.signature(CONFIGS[name]).parameters
+    assert set(config) <= set(parameters), set(config) - set(parameters)
+    for function, values in nested.items():  # e.g. fisher_information: how the statistic is made
+        assert set(values) <= set(inspect.signature(getattr(fusion, function)).parameters)
+    defaults = {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    assert config.get("buffers") == defaults.get("buffers")
