@@ -1,6 +1,7 @@
 """Merge speed against the memory-copy bound, and peak memory of streaming merges.
 
     python benchmarks/merge.py [--models resnet101 mitb5] [--repeats 5]
+    python benchmarks/merge.py --methods all [--repeats 1]    # the literature's data-free merges
 
 Members are state dicts of mmseg's ResNetV1c-101 and MiT-B5 backbones (random
 init, perturbed per member, BatchNorm statistics and counters set per member).
@@ -13,6 +14,13 @@ kernel and torch operations (``MTDA_NATIVE=0``), which give the same result.
 Peak resident memory is measured in a fresh subprocess per merge
 (``VmHWM``, else ``resource.getrusage``), above the process's memory after imports, in units of
 one model's bytes.
+
+``--methods`` times the data-free merges from the literature instead
+(``fusion.task_arithmetic``, ``ties_merging``, ``dare``, ``model_breadcrumbs``,
+``tsv_merge``, ``iso_c``, ``iso_cts``, each at its config's defaults): theta_0
+is the unperturbed network, the bound is cloning it plus reading the K members
+once (every method reads K + 1 models and writes one), and the figure is how
+many times the bound a merge takes. The default run is unchanged without it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -39,13 +48,34 @@ BACKBONES = {
 }
 
 
-def build_members(name: str, count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+# Data-free merges, as f(base, members), at the defaults of configs/fusion/<name>.yaml
+# (scale 1/K where the config's 0.5 stands for K = 2).
+METHODS = {
+    "task_arithmetic": lambda base, members: fusion.task_arithmetic(base, members, 1.0 / len(members)),
+    "ties": lambda base, members: fusion.ties_merging(base, members),
+    "dare": lambda base, members: fusion.dare(base, members, scale=1.0 / len(members)),
+    "breadcrumbs": lambda base, members: fusion.model_breadcrumbs(base, members, scale=1.0 / len(members)),
+    "tsv_merge": lambda base, members: fusion.tsv_merge(base, members),
+    "iso_c": lambda base, members: fusion.iso_c(base, members),
+    "iso_cts": lambda base, members: fusion.iso_cts(base, members),
+}
+
+
+def build_reference(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The randomly initialised backbone every member is perturbed from (theta_0)."""
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
     register_all_modules()
     torch.manual_seed(seed)
-    reference = MODELS.build(BACKBONES[name]).state_dict()
+    return MODELS.build(BACKBONES[name]).state_dict()
+
+
+def build_members(name: str, count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    return perturb(build_reference(name, seed), count)
+
+
+def perturb(reference: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
     members = []
     for _ in range(count):
         member = {}
@@ -115,6 +145,26 @@ def speed(name: str, members: list[dict[str, torch.Tensor]], repeats: int,
     return rows
 
 
+def method_speed(name: str, base: dict[str, torch.Tensor], members: list[dict[str, torch.Tensor]],
+                 methods: list[str], repeats: int) -> Iterator[dict]:
+    """One row per (K, method), as soon as it is measured (a full run takes minutes)."""
+    for count in (2, 4):
+        inputs = members[:count]
+        # A few tries first (the first ones pay for page faults), then one more
+        # beside every merge, so load changes hit both alike; the best so far counts.
+        bounds = [time_clone(base) + sum(map(time_read, inputs)) for _ in range(5)]
+        for method in methods:
+            merges = []
+            for _ in range(repeats):
+                bounds.append(time_clone(base) + sum(map(time_read, inputs)))
+                start = time.perf_counter()
+                merged = METHODS[method](base, inputs)
+                merges.append(time.perf_counter() - start)
+                del merged
+            yield dict(model=name, K=count, method=method, merge_s=min(merges),
+                       bound_s=min(bounds), times_bound=min(merges) / min(bounds))
+
+
 def peak_rss() -> int:
     """This process's peak resident memory in bytes.
 
@@ -177,12 +227,29 @@ def main() -> None:
                         help="torch threads; the merge is memory-bound, and one thread "
                              "avoids stalls when other processes share the cores")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--methods", nargs="+", choices=[*METHODS, "all"],
+                        help="time these data-free merges (or all) instead of the default figures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     engines = ["compiled", "torch"] if native.kernel() is not None else ["torch"]
     print(f"engine: {native.describe()}")
     results = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "engine": native.describe(),
                "speed": [], "memory": []}
+    if args.methods:
+        methods = list(METHODS) if "all" in args.methods else list(dict.fromkeys(args.methods))
+        use_engine(engines[0])
+        results["methods"] = []
+        for name in args.models:
+            base = build_reference(name)
+            members = perturb(base, 4)
+            print(f"{name}: {len(base)} tensors, {model_bytes(base) / 2**20:.1f} MiB per model")
+            for row in method_speed(name, base, members, methods, args.repeats):
+                results["methods"].append(row)
+                print(f"  K={row['K']} {row['method']:>15}: merge {row['merge_s']:8.2f} s, copy bound "
+                      f"{row['bound_s'] * 1e3:7.1f} ms, {row['times_bound']:8.1f} x the bound", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return
     for name in args.models:
         members = build_members(name, 4)
         size = model_bytes(members[0]) / 2**20
