@@ -5,6 +5,9 @@ compiled on first use where a C compiler exists (``fusion.native``), else on
 torch operations. Entries are matched by name; float parameters, BatchNorm
 statistics and integer counters each follow their own rule (REFERENCE.md §1).
 ``python -m fusion`` builds the kernel and says which engine merges use.
+The merging methods from the literature (DARE, Model Breadcrumbs, TSV-M, Iso-C,
+Iso-CTS, RegMean, Fisher merging, AdaMerging, REPAIR) are described in
+docs/merging_methods.md.
 """
 
 from .adamerging import AdaMergingResult, adamerging, merge_layerwise, prediction_entropy
