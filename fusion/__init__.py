@@ -3,7 +3,7 @@
 Torch only: no Hydra, no mmseg. The weighted sum runs in a small C kernel
 compiled on first use where a C compiler exists (``fusion.native``), else on
 torch operations. Entries are matched by name; float parameters, BatchNorm
-statistics and integer counters each follow their own rule (REFERENCE.md §1).
+statistics and integer counters each follow their own rule (docs/method.md).
 ``python -m fusion`` builds the kernel and says which engine merges use.
 The merging methods from the literature (DARE, Model Breadcrumbs, TSV-M, Iso-C,
 Iso-CTS, RegMean, Fisher merging, AdaMerging, REPAIR) are described in

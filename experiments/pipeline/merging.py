@@ -31,14 +31,45 @@ def _as_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
 
 
 def _base_model(spec: DictConfig, members: list[Path]) -> tuple[Path, dict[str, torch.Tensor]]:
-    """theta_0 of task arithmetic / TIES: by default the first member's ImageNet network."""
+    """theta_0 of the task-vector methods: by default the first member's ImageNet network."""
     path = Path(spec.get("base") or members[0])
     return path, fusion.load_checkpoint(path, spec.get("base_network", "imagenet"))
 
 
+# Methods on task vectors tau_k = theta_k - theta_0 (they need theta_0, ``base``), and the
+# parameters each reads from its configs/fusion entry.
+TASK_VECTOR_METHODS = {
+    "task_arithmetic": (fusion.task_arithmetic, ("scale",)),
+    "ties": (fusion.ties_merging, ("density", "scale")),
+    "dare": (fusion.dare, ("drop_rate", "scale", "seed")),
+    "breadcrumbs": (fusion.model_breadcrumbs, ("top", "bottom", "scale")),
+    "tsv_merge": (fusion.tsv_merge, ("alpha",)),
+    "iso_c": (fusion.iso_c, ("alpha",)),
+    "iso_cts": (fusion.iso_cts, ("alpha", "common_fraction")),
+}
+# Methods that read one statistic file per member (computed on that member's domain alone).
+STATISTIC_METHODS = {"regmean": ("grams", "regmean_gram"), "fisher": ("fishers", "fisher")}
+# Methods that need a network and images at merge time (``experiments.pipeline.methods``).
+DATA_METHODS = ("adamerging", "repair")
+
+
+def needs_base(spec: DictConfig) -> bool:
+    return spec.method in TASK_VECTOR_METHODS
+
+
+def _statistics(spec: DictConfig, count: int) -> list[dict[str, torch.Tensor]]:
+    key, kind = STATISTIC_METHODS[spec.method]
+    files = list(spec.get(key) or [])
+    if len(files) != count:
+        raise ValueError(f"fusion.{key}: {spec.method} needs one statistic file per member ({count}), "
+                         f"got {len(files)}; make them with `python -m experiments.statistics`")
+    return [fusion.load_statistic(f, kind) for f in files]
+
+
 def merge_states(spec: DictConfig, states: list[dict[str, torch.Tensor]],
                  base: dict[str, torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]]:
-    """Apply the method of ``spec`` (a ``configs/fusion`` entry); one state dict per output."""
+    """Apply the data-free or statistics-sharing method of ``spec`` (a ``configs/fusion`` entry);
+    one state dict per output (the encoder-only merge: one per member)."""
     method = spec.method
     buffers = spec.get("buffers", "pooled")
     if method == "linear":
@@ -47,15 +78,23 @@ def merge_states(spec: DictConfig, states: list[dict[str, torch.Tensor]],
         if spec.get("prefix"):
             return fusion.merge_by_prefix(states, spec.prefix, weights, buffers)
         return [fusion.merge_linear(states, weights, buffers)]
-    if method == "task_arithmetic":
-        return [fusion.task_arithmetic(base, states, spec.scale, buffers)]
-    if method == "ties":
-        return [fusion.ties_merging(base, states, spec.density, spec.scale, buffers)]
+    if method in TASK_VECTOR_METHODS:
+        function, parameters = TASK_VECTOR_METHODS[method]
+        return [function(base, states, **{p: spec[p] for p in parameters}, buffers=buffers)]
     if method == "slerp":
         if len(states) != 2:
             raise ValueError(f"slerp merges exactly 2 models, got {len(states)} members")
         return [fusion.slerp(states[0], states[1], spec.t, buffers)]
-    raise ValueError(f"unknown merge method {method!r}: linear | task_arithmetic | ties | slerp")
+    if method == "regmean":
+        return [fusion.regmean(states, _statistics(spec, len(states)), spec.alpha, buffers)]
+    if method == "fisher":
+        weights = None if spec.get("weights") is None else list(spec.weights)
+        return [fusion.fisher_merge(states, _statistics(spec, len(states)), weights, spec.epsilon, buffers)]
+    if method in DATA_METHODS:
+        raise ValueError(f"{method} needs the network and unlabelled images at merge time: run it through "
+                         "experiments.pipeline.methods (make reproduce-methods), not as a data-free merge")
+    known = ["linear", "slerp", *TASK_VECTOR_METHODS, *STATISTIC_METHODS, *DATA_METHODS]
+    raise ValueError(f"unknown merge method {method!r}: {' | '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -124,7 +163,7 @@ def run_merge(cfg: DictConfig | Mapping[str, Any]) -> Path:
     stand_in = any(m.stand_in for m in members)
     with stage(run_dir, "merge", cfg, inputs, stand_in=stand_in):
         base = None
-        if spec.method in ("task_arithmetic", "ties"):
+        if needs_base(spec):
             inputs["base"], base = _base_model(spec, [m.path for m in members])
         model = _model_entry(cfg, members)
         states = [fusion.load_checkpoint(m.path, cfg.network) for m in members]

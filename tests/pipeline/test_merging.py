@@ -78,7 +78,11 @@ def test_midpoint_merge_writes_weights_and_manifest(tmp_path, members):
     assert (run_dir / "merged.pth").stat().st_mtime_ns != stamp
 
 
-@pytest.mark.parametrize("method", METHODS)
+NEEDS_FILES = {"regmean": "grams", "fisher": "fishers"}
+NEEDS_DATA = ("adamerging", "repair")
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in NEEDS_FILES and m not in NEEDS_DATA])
 def test_every_fusion_config_runs(tmp_path, members, method):
     extra = ["fusion.weights=[0.25,0.75]"] if method == "weighted" else []
     run_dir = run_merge(_config(tmp_path, members, method, *extra))
@@ -97,6 +101,35 @@ def test_every_fusion_config_runs(tmp_path, members, method):
         expected = fusion.task_arithmetic(_network(100), students, 0.5)
         assert all(torch.equal(results[0][k], expected[k]) for k in expected)
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize("method", [*NEEDS_FILES, *NEEDS_DATA])
+def test_methods_that_need_statistics_or_data_say_what_they_need(tmp_path, members, method):
+    extra = [f"fusion.{NEEDS_FILES[method]}=[]"] if method in NEEDS_FILES else []
+    need = "one statistic file per member" if method in NEEDS_FILES else "unlabelled images at merge time"
+    with pytest.raises(ValueError, match=need):
+        run_merge(_config(tmp_path, members, method, *extra))
+    assert json.loads((tmp_path / "runs" / "merge" / method / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_regmean_and_fisher_read_one_statistic_file_per_member(tmp_path, members):
+    """With equal statistics both methods give the plain average (docs/merging_methods.md)."""
+    students = [_network(0), _network(1)]
+    ones = {"backbone.conv.weight": torch.eye(27), "decode_head.conv_seg.weight": torch.eye(4)}
+    files = {}
+    for kind, name, statistic in (("regmean_gram", "grams", ones),
+                                  ("fisher", "fishers", {k: torch.ones_like(v) for k, v in students[0].items()
+                                                         if v.is_floating_point() and "running" not in k})):
+        files[name] = [tmp_path / f"{name}{i}.safetensors" for i in range(2)]
+        for path in files[name]:
+            fusion.save_statistic(statistic, path, kind)
+    expected = fusion.merge_linear(students)
+    for method, key in (("regmean", "grams"), ("fisher", "fishers")):
+        listing = "[" + ",".join(str(p) for p in files[key]) + "]"
+        run_dir = run_merge(_config(tmp_path, members, method, f"fusion.{key}={listing}"))
+        merged = fusion.load_checkpoint(run_dir / "merged.safetensors")
+        for k, v in expected.items():
+            torch.testing.assert_close(merged[k], v, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_configs_are_refused(tmp_path, members):
