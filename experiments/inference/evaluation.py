@@ -33,35 +33,42 @@ from analysis import metrics as M
 from experiments.data.labels import CLASS_NAMES, NUM_CLASSES
 from experiments.inference.confusion import ConfusionMatrix
 from experiments.infra import runs
-from experiments.models.segmentors import normalize, segment
+from experiments.data.transforms import keep_ratio_size
+from experiments.models.segmentors import decoder_logits, normalize, segment
 
 
-def keep_ratio_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, int]:
-    """(H, W) after mmseg's keep-ratio resize into ``scale`` (long edge, short edge)."""
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+def windows(height: int, width: int, crop: Sequence[int], stride: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """The (y1, y2, x1, x2) windows of mmseg's slide inference over an image.
 
-
-def slide_logits(model: torch.nn.Module, images: torch.Tensor, crop: Sequence[int],
-                 stride: Sequence[int], num_classes: int) -> torch.Tensor:
-    """Average logits of overlapping crop windows (mmseg's ``slide_inference``).
-
-    ``crop`` and ``stride`` are (height, width); windows at the border are shifted
-    inwards so every window has the full crop size when the image allows it.
+    ``crop`` and ``stride`` are (height, width); windows at the border are shifted inwards so
+    every window has the full crop size when the image allows it.
     """
-    batch, _, height, width = images.shape
     crop_h, crop_w = min(crop[0], height), min(crop[1], width)
     rows = max(height - crop_h + stride[0] - 1, 0) // stride[0] + 1
     cols = max(width - crop_w + stride[1] - 1, 0) // stride[1] + 1
-    total = images.new_zeros(batch, num_classes, height, width, dtype=torch.float32)
-    count = images.new_zeros(1, 1, height, width, dtype=torch.float32)
+    boxes = []
     for row in range(rows):
         for col in range(cols):
-            y2 = min(row * stride[0] + crop_h, height)
-            x2 = min(col * stride[1] + crop_w, width)
-            y1, x1 = max(y2 - crop_h, 0), max(x2 - crop_w, 0)
-            total[:, :, y1:y2, x1:x2] += segment(model, images[:, :, y1:y2, x1:x2]).float()
-            count[:, :, y1:y2, x1:x2] += 1
+            y2, x2 = min(row * stride[0] + crop_h, height), min(col * stride[1] + crop_w, width)
+            boxes.append((max(y2 - crop_h, 0), y2, max(x2 - crop_w, 0), x2))
+    return boxes
+
+
+def slide_logits(model: torch.nn.Module, images: torch.Tensor, crop: Sequence[int],
+                 stride: Sequence[int], num_classes: int, window_batch: int | None = None) -> torch.Tensor:
+    """Average logits of overlapping crop windows, batched (mmseg's ``slide_inference`` with
+    ``batched_slide``, as HRDA tests): the windows of every image go through the model
+    together, ``window_batch`` windows per call (None: all at once)."""
+    batch, _, height, width = images.shape
+    boxes = windows(height, width, crop, stride)
+    crops = torch.cat([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])  # window-major
+    step = len(crops) if not window_batch else int(window_batch) * batch
+    logits = torch.cat([segment(model, crops[i:i + step]).float() for i in range(0, len(crops), step)])
+    total = images.new_zeros(batch, num_classes, height, width, dtype=torch.float32)
+    count = images.new_zeros(1, 1, height, width, dtype=torch.float32)
+    for index, (y1, y2, x1, x2) in enumerate(boxes):
+        total[:, :, y1:y2, x1:x2] += logits[index * batch:(index + 1) * batch]
+        count[:, :, y1:y2, x1:x2] += 1
     return total / count
 
 
@@ -98,7 +105,8 @@ def evaluate_model(model: torch.nn.Module, dataset: Sequence[dict], batch_size: 
                    stride: Sequence[int] = (341, 341), scale: Sequence[int] | None = None,
                    device: torch.device | str | None = None, amp: bool = False,
                    channels_last: bool = False, progress: bool = True, num_classes: int = NUM_CLASSES,
-                   num_workers: int = 0, description: str = "evaluate") -> np.ndarray:
+                   num_workers: int = 0, description: str = "evaluate",
+                   window_batch: int | None = None) -> np.ndarray:
     """Confusion matrix (num_classes x num_classes, int64) of ``model`` on ``dataset``.
 
     Args:
@@ -142,9 +150,9 @@ def evaluate_model(model: torch.nn.Module, dataset: Sequence[dict], batch_size: 
                 x = x.contiguous(memory_format=memory_format)
                 with autocast:
                     if mode == "whole":  # decoder output, at 1/4 or 1/8 resolution
-                        logits = model.decode_head(model.extract_feat(x))
+                        logits = decoder_logits(model, x)
                     else:
-                        logits = slide_logits(model, x, crop, stride, num_classes)
+                        logits = slide_logits(model, x, crop, stride, num_classes, window_batch)
                 confusion.update(predict_classes(logits, labels.shape[1:]),
                                  labels.to(device, non_blocking=True))
                 bar.update(len(group))
@@ -161,6 +169,7 @@ class Protocol:
     resize: tuple[int, int] | None = None
     crop: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
+    window_batch: int | None = None   # slide windows per forward call and image (None: all)
 
     def __post_init__(self) -> None:
         if self.mode not in ("whole", "slide"):
@@ -171,18 +180,19 @@ class Protocol:
     @classmethod
     def of(cls, entry: Mapping[str, Any] | None) -> "Protocol":
         entry = dict(entry or {})
-        unknown = sorted(set(entry) - {"mode", "resize", "crop", "stride"})
+        unknown = sorted(set(entry) - {"mode", "resize", "crop", "stride", "window_batch"})
         if unknown:
-            raise ValueError(f"test protocol: unknown keys {unknown}; known: mode, resize, crop, stride")
+            raise ValueError(f"test protocol: unknown keys {unknown}; known: mode, resize, crop, stride, window_batch")
         pair = lambda v: None if v is None else (int(v[0]), int(v[1]))  # noqa: E731
+        batch = entry.get("window_batch")
         return cls(entry.get("mode", "whole"), pair(entry.get("resize")), pair(entry.get("crop")),
-                   pair(entry.get("stride")))
+                   pair(entry.get("stride")), None if batch is None else int(batch))
 
     def keywords(self) -> dict[str, Any]:
         """``evaluate_model``'s arguments for this protocol."""
         out: dict[str, Any] = {"mode": self.mode, "scale": self.resize}
         if self.mode == "slide":
-            out.update(crop=self.crop, stride=self.stride)
+            out.update(crop=self.crop, stride=self.stride, window_batch=self.window_batch)
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import fusion
 from experiments.data.labels import NUM_CLASSES
 from experiments.inference.confusion import ConfusionMatrix
 from experiments.inference.evaluation import evaluate_model, group_by_size, predict_classes
-from experiments.models.segmentors import normalize
+from experiments.models.segmentors import decoder_logits, normalize
 
 
 class _Segmenter(torch.nn.Module):
@@ -35,7 +35,7 @@ class _Segmenter(torch.nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_head(self.model.extract_feat(images))
+        return decoder_logits(self.model, images)
 
 
 def path_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],

@@ -177,9 +177,21 @@ def normalize(images: np.ndarray | torch.Tensor, device: torch.device | str | No
     return ((x - mean) / std).contiguous()
 
 
+def decoder_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The decoder's logits (at 1/4 or 1/8 of the input) of any segmentor of the project.
+
+    An ``EncoderDecoder`` decodes its encoder's features; HRDA (``experiments.models.hrda``)
+    fuses its context and slide-inferred detail predictions (``inference_logits``).
+    """
+    inference = getattr(model, "inference_logits", None)
+    if inference is not None:
+        return inference(images)
+    return model.decode_head(model.extract_feat(images))
+
+
 def segment(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Logits B x C x H x W at the input resolution (bilinear, align_corners=False)."""
-    logits = model.decode_head(model.extract_feat(images))
+    logits = decoder_logits(model, images)
     if logits.shape[2:] != images.shape[2:]:
         logits = F.interpolate(logits, size=images.shape[2:], mode="bilinear",
                                align_corners=False)

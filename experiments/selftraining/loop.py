@@ -119,22 +119,65 @@ def _logits(model: torch.nn.Module, x: torch.Tensor, feats=None) -> torch.Tensor
     return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
-def train_step(cfg: DictConfig, nets: dict, batch: dict, generator: torch.Generator) -> dict[str, float]:
-    """One iteration of the recipe; gradients are accumulated, the optimizer step is the caller's."""
+def _is_hrda(model: torch.nn.Module) -> bool:
+    return hasattr(model, "train_outputs")
+
+
+def _supervised(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None,
+                crop_generator: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The segmentation loss of one batch and the encoder features the feature distance uses.
+
+    DAFormer: cross-entropy of the upsampled logits, the features of the whole input. HRDA:
+    the fused multi-resolution prediction and the detail crop's (weighted 1 - lambda_d and
+    lambda_d, HRDA Sec. 3.3), the low-resolution context features (``feature_scale``)."""
+    if _is_hrda(model):
+        from experiments.models.hrda import hrda_loss
+
+        outputs = model.train_outputs(x, crop_generator)
+        loss = hrda_loss(outputs, labels, weight, st.weighted_cross_entropy, model.hr_loss_weight)
+        return loss, outputs["features"]
+    feats = model.extract_feat(x)
+    return st.weighted_cross_entropy(_logits(model, x, feats), labels, weight), feats
+
+
+def predict_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits at the input's resolution: DAFormer whole-image, HRDA fused with slide detail crops."""
+    if _is_hrda(model):
+        logits = model.inference_logits(x)
+        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
+    return _logits(model, x)
+
+
+def _imagenet_input(student: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The frozen ImageNet encoder sees what the student's distance features saw (HRDA: LR)."""
+    scale = float(getattr(student, "feature_scale", 1.0))
+    if scale == 1.0:
+        return x
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+def train_step(cfg: DictConfig, nets: dict, batch: dict, generator: torch.Generator,
+               crop_generator: torch.Generator | None = None) -> dict[str, float]:
+    """One iteration of the recipe; gradients are accumulated, the optimizer step is the caller's.
+
+    ``generator`` draws the mixing and augmentation, ``crop_generator`` HRDA's detail crops
+    (default: a generator seeded from ``generator``'s seed; the loop passes its own stream).
+    """
     recipe, student = cfg.recipe, nets["student"]
+    crop_generator = crop_generator or torch.Generator().manual_seed(generator.initial_seed() + 1)
     student.train()
     out: dict[str, float] = {}
     if recipe.mode == "oracle":
-        loss = st.weighted_cross_entropy(_logits(student, st.to_model_input(batch["target"])), batch["target_label"])
+        loss, _ = _supervised(student, st.to_model_input(batch["target"]), batch["target_label"], None,
+                              crop_generator)
         loss.backward()
         return {"loss": loss.item(), "loss_target": loss.item()}
     src = st.to_model_input(batch["source"])
-    feats = student.extract_feat(src)
-    loss = st.weighted_cross_entropy(_logits(student, src, feats), batch["source_label"])
+    loss, feats = _supervised(student, src, batch["source_label"], None, crop_generator)
     out["loss_source"] = loss.item()
     if nets["imagenet"] is not None:
         with torch.no_grad():
-            reference = nets["imagenet"](src)[-1]
+            reference = nets["imagenet"](_imagenet_input(student, src))[-1]
         fd = st.feature_distance(feats[-1], reference, batch["source_label"], recipe.feature_distance.classes)
         loss = loss + recipe.feature_distance.weight * fd
         out["loss_feature_distance"] = fd.item()
@@ -146,11 +189,14 @@ def train_step(cfg: DictConfig, nets: dict, batch: dict, generator: torch.Genera
         teacher = nets["teacher"] or student
         st.set_teacher_mode(teacher)
         with torch.no_grad():
-            t_logits = _logits(teacher, st.to_model_input(batch["target"]))
+            t_logits = predict_logits(teacher, st.to_model_input(batch["target"]))
         student.train()
         rows = batch["target"].shape[2]
-        margins = st.scaled_margins(rows) if recipe.pseudo_label.margins == "auto" else tuple(recipe.pseudo_label.margins)
+        margins = recipe.pseudo_label.margins
+        margins = st.scaled_margins(rows) if margins == "auto" else (tuple(margins) if margins else None)
         plabel, pweight, confidence = st.pseudo_labels(t_logits, recipe.pseudo_label.threshold, margins)
+        if "target_valid" in batch:  # HRDA: margins masked on the full image before cropping
+            pweight = pweight * batch["target_valid"]
         image, label, weight = batch["target"], plabel, pweight
         if recipe.mix.enabled:
             mask = st.class_mix_masks(batch["source_label"], generator)
@@ -159,7 +205,7 @@ def train_step(cfg: DictConfig, nets: dict, batch: dict, generator: torch.Genera
             weight = st.class_mix(mask, torch.ones_like(pweight), pweight)
         image = st.color_jitter(image, generator, recipe.color_jitter.strength, recipe.color_jitter.probability)
         image = st.gaussian_blur(image, generator, recipe.blur.probability, tuple(recipe.blur.sigma))
-        mix_loss = st.weighted_cross_entropy(_logits(student, st.to_model_input(image)), label, weight)
+        mix_loss, _ = _supervised(student, st.to_model_input(image), label, weight, crop_generator)
         mix_loss.backward()
         out.update(loss_target=mix_loss.item(), confidence=confidence)
         total += mix_loss.item()
@@ -280,6 +326,7 @@ def _run(cfg: DictConfig, run_dir: Path, nets: dict, device: torch.device, missi
         start = int(state["iteration"])
         log.info("resuming %s at iteration %d (%s)", run_dir.name, start, state["loaded_from"])
     batches = BatchMaker(cfg, device)
+    stream = batches.batches(start, int(cfg.schedule.max_iters))
     s = cfg.schedule
     logger = TrainingLogger(run_dir, run_dir.name, OmegaConf.to_container(cfg, resolve=True),
                             wandb_mode=cfg.logger.wandb_mode, project=cfg.logger.project, total=s.max_iters,
@@ -292,8 +339,9 @@ def _run(cfg: DictConfig, run_dir: Path, nets: dict, device: torch.device, missi
             if nets["teacher"] is not None and it > 0:
                 st.ema_update(nets["teacher"], nets["student"], it, cfg.recipe.ema.alpha)
             optimizer.zero_grad(set_to_none=True)
-            batch = batches.batch(it)
-            metrics = train_step(cfg, nets, batch, ckpt.iteration_generator(int(cfg.seed), it, 2))
+            batch = next(stream)
+            metrics = train_step(cfg, nets, batch, ckpt.iteration_generator(int(cfg.seed), it, 2),
+                                 ckpt.iteration_generator(int(cfg.seed), it, 3))
             optimizer.step()
             scheduler.step()
             logger.advance()

@@ -7,7 +7,6 @@ The training loop that strings these together lives in ``experiments.selftrainin
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Iterable, Sequence
 
@@ -134,78 +133,109 @@ def class_mix(mask: torch.Tensor, source: torch.Tensor, target: torch.Tensor) ->
 
 
 # ---------------------------------------------------------------- strong augmentation
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    return (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1)
+# DACS (Tranheden et al., WACV 2021) as DAFormer runs it (its ``dacs_transforms.py`` with
+# kornia 0.5.8): one uniform draw per iteration decides whether the mixed images of that
+# iteration are colour-jittered (with ``probability``) and one whether they are blurred;
+# the jitter factors, their order and the blur's sigma are then drawn per image.
+
+def _rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """B x 3 x H x W RGB in [0, 1] -> HSV with hue in [0, 2 pi), as kornia's ``rgb_to_hsv``."""
+    maximum, argmax = rgb.max(dim=1)
+    minimum = rgb.min(dim=1).values
+    delta = maximum - minimum
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue = torch.stack([(g - b) / safe % 6, (b - r) / safe + 2, (r - g) / safe + 4], dim=1)
+    hue = torch.gather(hue, 1, argmax.unsqueeze(1)).squeeze(1)
+    hue = torch.where(delta > 0, hue, torch.zeros_like(hue)) * (math.pi / 3)
+    saturation = torch.where(maximum > 0, delta / torch.where(maximum > 0, maximum, torch.ones_like(maximum)),
+                             torch.zeros_like(maximum))
+    return torch.stack([hue % (2 * math.pi), saturation, maximum], dim=1)
 
 
-_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    hue, saturation, value = hsv[:, 0] / (2 * math.pi) * 6, hsv[:, 1], hsv[:, 2]
+    sector = torch.floor(hue) % 6
+    f = hue - torch.floor(hue)
+    p, q, t = value * (1 - saturation), value * (1 - f * saturation), value * (1 - (1 - f) * saturation)
+    choices = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)]
+    out = torch.zeros_like(hsv)
+    for index, (r, g, b) in enumerate(choices):
+        here = (sector == index).unsqueeze(1)
+        out = torch.where(here, torch.stack([r, g, b], dim=1), out)
+    return out
 
 
-@functools.lru_cache(maxsize=16)
-def _yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    to_yiq = torch.tensor(_TO_YIQ, dtype=dtype)  # inverted on the CPU, once
-    return to_yiq.to(device), torch.linalg.inv(to_yiq).to(device)
+def _jitter_one(image: torch.Tensor, factors: list[float], order: list[int]) -> torch.Tensor:
+    """kornia 0.5's ColorJitter on one image: brightness adds (factor - 1), contrast multiplies,
+    saturation scales S and hue shifts H (factor x 2 pi) in HSV; each step clamps to [0, 1]."""
+    brightness, contrast, saturation, hue = factors
+    x = image.unsqueeze(0)
+    for step in order:
+        if step == 0:
+            x = (x + (brightness - 1.0)).clamp(0, 1)
+        elif step == 1:
+            x = (x * contrast).clamp(0, 1)
+        elif step == 2:
+            hsv = _rgb_to_hsv(x)
+            x = _hsv_to_rgb(torch.cat([hsv[:, :1], (hsv[:, 1:2] * saturation).clamp(0, 1), hsv[:, 2:]], 1))
+        else:
+            hsv = _rgb_to_hsv(x)
+            x = _hsv_to_rgb(torch.cat([(hsv[:, :1] + hue * 2 * math.pi) % (2 * math.pi), hsv[:, 1:]], 1))
+    return x[0].clamp(0, 1)
 
 
-def _rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    # Rotate chroma in YIQ space: a linear stand-in for a hue shift of ``turns`` of the circle.
-    # ``turns`` (one value, on the CPU) enters as Python floats: no copy to the device.
-    to_yiq, from_yiq = _yiq_matrices(images.device, images.dtype)
-    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, images)
-    angle = turns * 2 * math.pi
-    cos, sin = float(torch.cos(angle)), float(torch.sin(angle))
-    i, q = yiq[:, 1], yiq[:, 2]
-    yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], dim=1)
-    return torch.einsum("ij,bjhw->bihw", from_yiq, yiq)
-
-
-def _per_image(images01: torch.Tensor, generator: torch.Generator, probability: float, draws: int,
-               transform) -> torch.Tensor:
-    """Apply ``transform(image, u)`` to each image with ``probability``.
-
-    Every image draws ``draws`` uniforms whether it is transformed or not (the first
-    decides, the rest parametrise ``transform``), so the random stream does not depend
-    on which images were picked.
-    """
-    out = []
-    for image in images01:
-        u = torch.rand(draws, generator=generator)
-        out.append(transform(image, u[1:]) if u[0] < probability else image)
-    return torch.stack(out)
+def _applies(generator: torch.Generator, probability: float) -> bool:
+    """DACS's per-iteration gate: one uniform u, applied when u > 1 - probability."""
+    return torch.rand(1, generator=generator).item() > 1.0 - probability
 
 
 def color_jitter(images01: torch.Tensor, generator: torch.Generator, strength: float = 0.2,
                  probability: float = 0.8) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue jitter of ``strength``, per image with ``probability``."""
-    def jitter(image: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        # u comes from the CPU generator; its values enter as Python floats (the float32
-        # values exactly), so GPU images need no host-to-device copy per image.
-        brightness, contrast, saturation = (1 + strength * (2 * u[:3] - 1)).tolist()
-        x = image.unsqueeze(0)
-        x = (x * brightness).clamp(0, 1)
-        x = ((x - _grey(x).mean()) * contrast + _grey(x).mean()).clamp(0, 1)
-        x = ((x - _grey(x)) * saturation + _grey(x)).clamp(0, 1)
-        x = _rotate_hue(x, (strength * (2 * u[3:4] - 1)) / 2).clamp(0, 1)
-        return x[0]
+    """Brightness, contrast, saturation and hue jitter of ``strength`` (kornia 0.5.8's
+    ``ColorJitter(s, s, s, s)``: factors U[1 - s, 1 + s], hue U[-s, s], a random order per
+    image), applied to the whole batch with ``probability``."""
+    if not _applies(generator, probability):
+        return images01
+    out = []
+    for image in images01:
+        u = torch.rand(4, generator=generator)
+        factors = (1 + strength * (2 * u[:3] - 1)).clamp(0, 2).tolist() + [float(strength * (2 * u[3] - 1))]
+        out.append(_jitter_one(image, factors, torch.randperm(4, generator=generator).tolist()))
+    return torch.stack(out)
 
-    return _per_image(images01, generator, probability, 5, jitter)
+
+def blur_kernel_size(length: int) -> int:
+    """DACS's kernel size along an axis of ``length`` pixels: the odd number at or below
+    ceil(0.1 x length) (floor(ceil(0.1 n) - 0.5 + ceil(0.1 n) mod 2))."""
+    c = math.ceil(0.1 * length)
+    return int(math.floor(c - 0.5 + c % 2))
+
+
+def _gaussian(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(size, dtype=like.dtype, device=like.device) - size // 2
+    if size % 2 == 0:
+        x = x + 0.5
+    kernel = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    return kernel / kernel.sum()
 
 
 def gaussian_blur(images01: torch.Tensor, generator: torch.Generator, probability: float = 0.5,
                   sigma_range: tuple[float, float] = (0.15, 1.15)) -> torch.Tensor:
-    """Blur each image with probability ``probability``; kernel ~ 0.1 x height (odd), as DACS."""
-    def blur(image: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[0].item()
-        size = max(3, int(math.ceil(0.1 * image.shape[-2])) | 1)
-        x = torch.arange(size, dtype=image.dtype, device=image.device) - size // 2
-        kernel = torch.exp(-(x**2) / (2 * sigma**2))
-        kernel = kernel / kernel.sum()
-        img = F.pad(image.unsqueeze(0), (size // 2,) * 4, mode="reflect")
-        img = F.conv2d(img, kernel.view(1, 1, 1, -1).expand(3, 1, 1, size), groups=3)
-        img = F.conv2d(img, kernel.view(1, 1, -1, 1).expand(3, 1, size, 1), groups=3)
-        return img[0]
-
-    return _per_image(images01, generator, probability, 2, blur)
+    """Gaussian blur of the whole batch with ``probability`` (DACS), sigma drawn per image from
+    ``sigma_range``, kernel ``blur_kernel_size`` of the height and of the width, reflect border."""
+    if not _applies(generator, probability):
+        return images01
+    size_y, size_x = blur_kernel_size(images01.shape[-2]), blur_kernel_size(images01.shape[-1])
+    out = []
+    for image in images01:
+        sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * torch.rand(1, generator=generator).item()
+        img = F.pad(image.unsqueeze(0), (size_x // 2, (size_x - 1) // 2, size_y // 2, (size_y - 1) // 2),
+                    mode="reflect")
+        img = F.conv2d(img, _gaussian(size_x, sigma, image).view(1, 1, 1, -1).expand(3, 1, 1, size_x), groups=3)
+        img = F.conv2d(img, _gaussian(size_y, sigma, image).view(1, 1, -1, 1).expand(3, 1, size_y, 1), groups=3)
+        out.append(img[0])
+    return torch.stack(out)
 
 
 # ---------------------------------------------------------------- rare class sampling
@@ -276,25 +306,27 @@ def feature_distance(student_feat: torch.Tensor, imagenet_feat: torch.Tensor, la
 
 
 # ---------------------------------------------------------------- optimiser and schedule
-def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 10.0) -> list[dict]:
-    """AdamW groups: decode head at ``head_lr_mult`` x lr; no weight decay on norms or pos_block.
+def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 10.0,
+                 no_decay_keys: Sequence[str] = ("norm", "pos_block")) -> list[dict]:
+    """AdamW groups by parameter *name*, as mmcv's ``custom_keys`` in DAFormer/HRDA's configs:
+    ``head`` gets ``head_lr_mult`` x lr, names containing ``norm`` or ``pos_block`` no weight decay.
 
-    mmcv's ``custom_keys`` in DAFormer match the substrings 'head', 'norm' and 'pos_block'; norm
-    layers are found here by type as well, so BatchNorm layers named ``bn1`` count as norms.
+    mmcv applies only the first key that a name contains, keys tried longest first (ties
+    alphabetically): ``pos_block``, then ``head``, then ``norm``. So a decode-head norm layer
+    keeps its weight decay, and ResNet's BatchNorm layers, named ``bn*``, are decayed too.
     """
-    norm_params = {id(p) for m in model.modules() if isinstance(m, (nn.modules.batchnorm._NormBase,
-                                                                    nn.LayerNorm, nn.GroupNorm))
-                   for p in m.parameters(recurse=False)}
-    groups: dict[tuple[bool, bool], list] = {}
+    rules = {"head": (head_lr_mult, 1.0), **{key: (1.0, 0.0) for key in no_decay_keys}}
+    order = sorted(sorted(rules), key=len, reverse=True)
+    groups: dict[tuple[float, float], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        head = "head" in name
-        no_decay = id(param) in norm_params or "norm" in name or "pos_block" in name
-        groups.setdefault((head, no_decay), []).append(param)
-    return [{"params": params, "lr": lr * (head_lr_mult if head else 1.0),
-             "weight_decay": 0.0 if no_decay else weight_decay, "name": f"{'head' if head else 'backbone'}"
-             f"{'_no_decay' if no_decay else ''}"} for (head, no_decay), params in sorted(groups.items())]
+        key = next((k for k in order if k in name), None)
+        groups.setdefault(rules[key] if key else (1.0, 1.0), []).append(param)
+    named = {(head_lr_mult, 1.0): "head", (1.0, 0.0): "backbone_no_decay", (1.0, 1.0): "backbone"}
+    return [{"params": params, "lr": lr * lr_mult, "weight_decay": weight_decay * decay_mult,
+             "name": named.get((lr_mult, decay_mult), f"lr{lr_mult}_decay{decay_mult}")}
+            for (lr_mult, decay_mult), params in sorted(groups.items(), reverse=True)]
 
 
 def lr_factor(iteration: int, max_iters: int, warmup_iters: int = 1500, warmup_ratio: float = 1e-6,

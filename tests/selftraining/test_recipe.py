@@ -79,6 +79,25 @@ def test_class_mix_pastes_half_the_source_classes_and_composes_labels():
     assert torch.equal(mixed_img, torch.where(masks.bool()[:, None], img_s, img_t))
 
 
+def test_jitter_steps_follow_kornia_0_5_and_hsv_round_trips():
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(3, 8, 8, generator=g)
+    hsv = st._rgb_to_hsv(image[None])
+    torch.testing.assert_close(st._hsv_to_rgb(hsv)[0], image, rtol=0, atol=1e-6)
+    torch.testing.assert_close(st._jitter_one(image, [1.1, 1.0, 1.0, 0.0], [0]), (image + 0.1).clamp(0, 1))  # additive
+    torch.testing.assert_close(st._jitter_one(image, [1.0, 1.2, 1.0, 0.0], [1]), (image * 1.2).clamp(0, 1))  # scales
+    grey = torch.full((3, 2, 2), 0.3)
+    torch.testing.assert_close(st._jitter_one(grey, [1.0, 1.0, 0.5, 0.2], [2, 3]), grey, rtol=0, atol=1e-6)
+    pure_red = torch.zeros(3, 1, 1)
+    pure_red[0] = 1.0
+    rotated = st._jitter_one(pure_red, [1.0, 1.0, 1.0, 1 / 3], [3])  # a third of the circle: red -> green
+    torch.testing.assert_close(rotated[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]), rtol=0, atol=1e-6)
+
+
+def test_blur_kernel_sizes_are_the_dacs_rule():
+    assert [st.blur_kernel_size(n) for n in (8, 32, 64, 100, 512, 1024)] == [1, 3, 7, 9, 51, 103]
+
+
 def test_colour_jitter_and_blur_keep_range_and_are_identity_at_probability_zero():
     g = torch.Generator().manual_seed(0)
     images = torch.rand(3, 3, 16, 24, generator=g)
@@ -131,15 +150,30 @@ def test_feature_distance_only_on_thing_cells():
     assert st.feature_distance(a, b, torch.zeros_like(labels), (13,)).item() == 0.0
 
 
-def test_param_groups_and_warmup_poly_schedule():
+def test_param_groups_follow_mmcv_custom_keys_by_name():
+    """mmcv's custom_keys (DAFormer/HRDA configs): the first key a name contains decides,
+    longest first; BatchNorm named bn* keeps weight decay, a head's norm layer too."""
     net = nn.Module()
-    net.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    net.decode_head = nn.Sequential(nn.Conv2d(4, 2, 1), nn.LayerNorm(2))
+    net.backbone = nn.Module()
+    net.backbone.conv = nn.Conv2d(3, 4, 3)
+    net.backbone.bn1 = nn.BatchNorm2d(4)            # ResNet's naming: decayed (name match only)
+    net.backbone.norm1 = nn.LayerNorm(4)            # MiT's naming: no decay
+    net.backbone.pos_block = nn.Linear(4, 4)        # no decay
+    net.decode_head = nn.Module()
+    net.decode_head.conv = nn.Conv2d(4, 2, 1)
+    net.decode_head.norm = nn.LayerNorm(2)          # 'head' comes first: lr x 10 and decayed
     groups = {g["name"]: g for g in st.param_groups(net, lr=1.0, weight_decay=0.01)}
-    assert groups["backbone"]["params"][0] is net.backbone[0].weight and groups["backbone"]["weight_decay"] == 0.01
-    assert groups["backbone_no_decay"]["weight_decay"] == 0.0 and groups["backbone_no_decay"]["lr"] == 1.0
-    assert groups["head"]["lr"] == 10.0 and groups["head_no_decay"]["weight_decay"] == 0.0
+    ids = {name: {id(p) for p in g["params"]} for name, g in groups.items()}
+    assert ids["backbone"] == {id(p) for p in [*net.backbone.conv.parameters(), *net.backbone.bn1.parameters()]}
+    assert ids["backbone_no_decay"] == {id(p) for p in [*net.backbone.norm1.parameters(),
+                                                         *net.backbone.pos_block.parameters()]}
+    assert ids["head"] == {id(p) for p in net.decode_head.parameters()}
+    assert groups["head"]["lr"] == 10.0 and groups["head"]["weight_decay"] == 0.01
+    assert groups["backbone_no_decay"]["weight_decay"] == 0.0 and groups["backbone"]["weight_decay"] == 0.01
     assert sum(len(g["params"]) for g in groups.values()) == len(list(net.parameters()))
+
+
+def test_warmup_poly_schedule():
     assert st.lr_factor(0, 100, 10, 1e-6) == pytest.approx(1e-6)
     assert st.lr_factor(10, 100, 10) == pytest.approx(0.9)
     assert st.lr_factor(55, 100, 10) == pytest.approx(0.45)

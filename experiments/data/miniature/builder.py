@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import shutil
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,21 @@ def _jobs(dataset: str, n_source: int, n_train: int, n_val: int) -> list[tuple[s
     return [(dataset, split, i, None) for split, n in splits.items() for i in range(n)]
 
 
+def sizes_of(size, dataset: str) -> list[tuple[int, int]]:
+    """The (width, height) sizes of ``dataset``'s samples: one size for every dataset, or a
+    table ``{dataset: [W, H]}`` whose entry may list several sizes, taken in turn by sample
+    index (IDD mixes resolutions)."""
+    entry = size[dataset] if isinstance(size, Mapping) else size
+    entry = [list(e) for e in entry] if entry and isinstance(entry[0], (list, tuple)) else [list(entry)]
+    return [(int(w), int(h)) for w, h in entry]
+
+
 def _work(args) -> tuple[np.ndarray, list]:
-    root, dataset, seed, size, jobs = args
+    root, dataset, seed, sizes, jobs = args
     counts = np.zeros(256, np.int64)
     previews = []
     for domain, split, index, condition in jobs:
-        image, label = render_sample(domain, seed, split, index, size)
+        image, label = render_sample(domain, seed, split, index, sizes[index % len(sizes)])
         writers.write_sample(Path(root), dataset, split, index, image, label, condition)
         counts += np.bincount(label.ravel(), minlength=256)
         if split in ("all", "train") and index < _PREVIEW:
@@ -67,8 +77,9 @@ def _work(args) -> tuple[np.ndarray, list]:
     return counts, previews
 
 
-def _params(seed: int, size: tuple[int, int], n_source: int, n_train: int, n_val: int) -> dict:
-    return {"seed": seed, "size": list(size), "n_source": n_source, "n_train": n_train, "n_val": n_val,
+def _params(seed: int, sizes: list[tuple[int, int]], n_source: int, n_train: int, n_val: int) -> dict:
+    size = list(sizes[0]) if len(sizes) == 1 else [list(s) for s in sizes]
+    return {"seed": seed, "size": size, "n_source": n_source, "n_train": n_train, "n_val": n_val,
             "generator_version": GENERATOR_VERSION}  # fmt: skip
 
 
@@ -77,8 +88,10 @@ def generate(out: str | os.PathLike, *, size: tuple[int, int], n_train: int, n_v
              workers: int | None = None, preview: bool = True) -> Path:  # fmt: skip
     """Write the miniature benchmark under ``out`` (``out/<dataset>/`` in each real layout).
 
-    ``size`` is (width, height); the sizes and counts of the default stand-in have one home,
-    the ``scale`` configs (``configs/scale/mini.yaml``, ``generate:``). Datasets already generated with the same settings are
+    ``size`` is (width, height) for every dataset, or a table ``{dataset: [W, H]}`` (an
+    entry may list several sizes, used in turn: ``sizes_of``), e.g. each real dataset's
+    native resolution for the paper-shaped stand-in. The sizes and counts of each stand-in
+    have one home, the ``scale`` configs (``configs/scale/*.yaml``, ``generate:``). Datasets already generated with the same settings are
     skipped; ones generated with other settings are refused unless ``force``. Returns ``out``.
     """
     out = Path(out)
@@ -86,15 +99,15 @@ def generate(out: str | os.PathLike, *, size: tuple[int, int], n_train: int, n_v
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; valid: {', '.join(DATASETS)}")
-    width, height = (int(v) for v in size)
-    if width < 16 or height < 16 or min(n_train, n_val, n_source) < 1:
-        raise ValueError(f"size must be at least 16x16 and counts >= 1, got size={size}, "
+    sizes = {name: sizes_of(size, name) for name in names}
+    if any(w < 16 or h < 16 for s in sizes.values() for w, h in s) or min(n_train, n_val, n_source) < 1:
+        raise ValueError(f"sizes must be at least 16x16 and counts >= 1, got size={size}, "
                          f"n_train={n_train}, n_val={n_val}, n_source={n_source}")  # fmt: skip
-    params = _params(seed, (width, height), n_source, n_train, n_val)
     manifest = _read_manifest(out)
     workers = workers or min(2, os.cpu_count() or 1)
     all_previews = []
     for name in names:
+        params = _params(seed, sizes[name], n_source, n_train, n_val)
         entry = manifest["datasets"].get(name)
         target = out / name
         if target.is_dir() and entry and entry.get("params") == params and not force:
@@ -102,7 +115,7 @@ def generate(out: str | os.PathLike, *, size: tuple[int, int], n_train: int, n_v
         if target.exists() and not force:
             why = "with other settings" if entry else "by something else (not in manifest.json)"
             raise FileExistsError(f"{target} exists, written {why}; pass force=True (force=true on the command line) to replace it")
-        stats, previews = _generate_dataset(out, name, seed, (width, height), params, workers)
+        stats, previews = _generate_dataset(out, name, seed, sizes[name], params, workers)
         manifest["datasets"][name] = {"params": params, **stats}
         all_previews += previews
         _write_manifest(out, manifest)  # after every dataset, so completed ones are recorded
@@ -113,14 +126,14 @@ def generate(out: str | os.PathLike, *, size: tuple[int, int], n_train: int, n_v
     return out
 
 
-def _generate_dataset(out: Path, name: str, seed: int, size: tuple[int, int], params: dict, workers: int):
+def _generate_dataset(out: Path, name: str, seed: int, sizes: list[tuple[int, int]], params: dict, workers: int):
     jobs = _jobs(name, params["n_source"], params["n_train"], params["n_val"])
     temp = out / f".{name}.partial"  # a leftover from an interrupted run is discarded
     if temp.exists():
         shutil.rmtree(temp)
     temp.mkdir(parents=True)
     chunks = [jobs[i::workers * 4] for i in range(workers * 4) if jobs[i::workers * 4]]
-    tasks = [(str(temp), name, seed, size, chunk) for chunk in chunks]
+    tasks = [(str(temp), name, seed, sizes, chunk) for chunk in chunks]
     try:
         if workers > 1:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
