@@ -16,6 +16,13 @@ context-aware fusion has no image-pooling branch (its configuration
 ``daformer_sepaspp``: dilations (1, 6, 12, 18), pool=False); ``pool=True`` adds one
 for experiments but is off by default.
 
+``fusion="conv"`` replaces the separable ASPP by one 1x1 ConvModule (norm + ReLU)
+from the concatenated embeddings to ``channels`` (attribute ``fusion``): the fusion of
+DAFormer's "SegFormer with C_e=256" ablation (DAFormer Tab. 7, config
+``daformer_conv1``), which HRDA uses for its light scale-attention head (HRDA Sec. 3.3:
+the attention head is a DAFormer head with 1x1-conv fusion and 256-dim embeddings;
+see ``experiments.models.hrda``). ``dilations`` and ``pool`` are unused there.
+
 Output: B x num_classes x H/4 x W/4 for a MiT or ResNet-V1c encoder whose first
 stage is at stride 4 (the segmentor upsamples to the input size).
 
@@ -93,13 +100,15 @@ class DAFormerHead(BaseDecodeHead):
         embed_dims: channels of each stage's embedding (256 in the paper).
         dilations: dilations of the fusion branches; 1 means a 1x1 convolution.
         pool: add an image-pooling branch (not in the paper's head).
+        fusion: ``"sepaspp"`` (DAFormer's context-aware fusion, the default) or
+            ``"conv"`` (a single 1x1 ConvModule with norm + ReLU, HRDA's attention head).
         **kwargs: passed to mmseg's ``BaseDecodeHead`` (num_classes, norm_cfg,
             dropout_ratio, in_index, align_corners, ...).
     """
 
     def __init__(self, in_channels: list[int], channels: int, embed_dims: int = 256,
                  dilations: tuple[int, ...] = (1, 6, 12, 18), pool: bool = False,
-                 **kwargs) -> None:
+                 fusion: str = "sepaspp", **kwargs) -> None:
         kwargs.setdefault("in_index", list(range(len(in_channels))))
         super().__init__(in_channels, channels, input_transform="multiple_select", **kwargs)
         if self.align_corners:
@@ -107,9 +116,19 @@ class DAFormerHead(BaseDecodeHead):
         # A per-pixel linear map: the paper's MLP embedding, written as a 1x1 conv.
         self.embeddings = nn.ModuleList(
             nn.Conv2d(c, embed_dims, kernel_size=1) for c in self.in_channels)
-        self.fusion = SeparableASPPFusion(
-            embed_dims * len(self.in_channels), channels, tuple(dilations), pool,
-            self.norm_cfg, self.act_cfg, self.align_corners)
+        if fusion == "sepaspp":
+            self.fusion = SeparableASPPFusion(
+                embed_dims * len(self.in_channels), channels, tuple(dilations), pool,
+                self.norm_cfg, self.act_cfg, self.align_corners)
+        elif fusion == "conv":
+            if pool:
+                raise ValueError("fusion='conv' has no image-pooling branch; use pool=False")
+            # One per-pixel linear fusion (+ norm + ReLU): no spatial context, which
+            # suffices for HRDA's scale attention and keeps it light (HRDA Sec. 3.3).
+            self.fusion = ConvModule(embed_dims * len(self.in_channels), channels, 1,
+                                     norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
+        else:
+            raise ValueError(f"fusion must be 'sepaspp' or 'conv', got {fusion!r}")
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         features = self._transform_inputs(inputs)
