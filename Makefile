@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export MPLBACKEND := Agg
 
-.PHONY: setup test test-fast data smoke reproduce-table1 reproduce-table3 reproduce-table4 \
+.PHONY: setup test test-fast data smoke smoke-paper reproduce-table1 reproduce-table3 reproduce-table4 \
         figure-lmc figure-rebasin figure-classification fashion-mnist reproduce-tta figures report \
         bench clean
 
@@ -29,6 +29,12 @@ data: setup
 # Every stage at a few iterations on a small miniature.
 smoke: setup
 	$(PY) -m experiments.reproduce study=table1 scale=smoke seeds=[0] runs_root=runs/smoke results_dir=results/smoke
+
+# The paper's exact path (paper rows, HRDA, 1024 crops, slide test) on the paper-shaped
+# stand-in at native resolutions, on a CPU: configs/scale/paper_shape.yaml says what differs.
+smoke-paper: setup
+	$(PY) -m experiments.reproduce study=table1 scale=paper_shape seeds=[0] workers=1 \
+	  study.curves.shared_pretraining.points=3 runs_root=runs/smoke_paper results_dir=results/smoke_paper $(ARGS)
 
 reproduce-table1: setup
 	$(PY) -m experiments.reproduce study=table1 $(ARGS)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from experiments.data.labels import NUM_CLASSES
 from experiments.models import heads  # noqa: F401  (registers DAFormerHead, DeepLabV2Head)
+from experiments.models import hrda  # noqa: F401  (registers HRDAEncoderDecoder, HRDAHead)
 from experiments.models.tensors import MEAN, STD, device_constant
 
 _BN = dict(type="BN", requires_grad=True)
@@ -71,6 +72,51 @@ SEGMENTORS: dict[str, dict[str, Any]] = {
         backbone=dict(_MIT_B5, embed_dims=16, num_layers=[2, 2, 2, 2]),
         decode_head=_daformer_head([16, 32, 80, 128], dims=32)),
 }
+
+# HRDA (Hoyer et al., ECCV 2022) around the DAFormer heads: what every STDA model of the
+# paper is (its authors' configs/hrda/*.py); context at 0.5, 512 detail crop, lambda_d 0.1.
+SEGMENTORS["hrda_r101"] = hrda.hrda_config(SEGMENTORS["daformer_r101"])
+SEGMENTORS["hrda_mitb5"] = hrda.hrda_config(SEGMENTORS["daformer_mitb5"])
+
+# ``size="tiny"``: the same architecture at a few channels (ResNet-V1c-18 with 16 base channels,
+# MiT with 16-dim embeddings and 2 blocks per stage, 32-channel heads), for running a paper
+# configuration end to end on a CPU (``scale=paper_shape``). Nothing else changes.
+_TINY_BACKBONES = {"ResNetV1c": (dict(depth=18, stem_channels=16, base_channels=16), [16, 32, 64, 128]),
+                   "MixVisionTransformer": (dict(embed_dims=16, num_layers=[2, 2, 2, 2]), [16, 32, 80, 128])}
+_TINY_HEAD = 32
+
+
+def _shrink(cfg: dict) -> None:
+    kind = cfg["backbone"]["type"]
+    if kind not in _TINY_BACKBONES:
+        raise ValueError(f"size=tiny is defined for {sorted(_TINY_BACKBONES)} backbones, not {kind}")
+    backbone, widths = _TINY_BACKBONES[kind]
+    cfg["backbone"].update(backbone)
+    head = cfg["decode_head"].get("single_scale_head", cfg["decode_head"])
+    head.update(in_channels=widths, channels=_TINY_HEAD, embed_dims=_TINY_HEAD)
+    if "attention_embed_dim" in cfg["decode_head"]:
+        cfg["decode_head"]["attention_embed_dim"] = _TINY_HEAD
+
+
+def describe(name: str, **overrides: Any) -> dict[str, Any]:
+    """What segmentor ``name`` is, in the words of the papers' configs (for recipe audits)."""
+    cfg = configured(name, **overrides)
+    backbone = cfg["backbone"]
+    if backbone["type"] == "ResNetV1c":
+        encoder = f"resnet{backbone['depth']}_v1c"
+    elif backbone["type"] == "MixVisionTransformer" and backbone.get("num_layers") == [3, 6, 40, 3]:
+        encoder = "mit_b5"
+    else:
+        encoder = f"{backbone['type']}({backbone.get('embed_dims')}, {backbone.get('num_layers')})"
+    head = cfg["decode_head"].get("single_scale_head", cfg["decode_head"])
+    fusion = head.get("fusion", "sepaspp") if head["type"] == "DAFormerHead" else None
+    out = {"method": "hrda" if cfg["type"] == "HRDAEncoderDecoder" else "encoder_decoder", "backbone": encoder,
+           "decode_head": f"daformer_{fusion}" if fusion else head["type"]}
+    if cfg["type"] == "HRDAEncoderDecoder":
+        out.update(hr_crop=cfg["hr_crop_size"], scales=sorted(cfg["scales"], reverse=True),
+                   hr_loss_weight=cfg["hr_loss_weight"], feature_scale=cfg["feature_scale"])
+    return out
+
 
 _NORMS = {"bn": _BN, "gn": dict(type="GN", num_groups=8, requires_grad=True),
           "ln": dict(type="GN", num_groups=1, requires_grad=True)}
@@ -113,10 +159,44 @@ def build_segmentor(name: str, num_classes: int = NUM_CLASSES, pretrained: str |
         **overrides: ``norm`` ("bn" | "gn" | "ln", ResNet segmentors), ``backbone`` /
             ``decode_head`` dicts merged into the config, e.g. ``decode_head={"dropout_ratio": 0}``.
     """
+    cfg = configured(name, num_classes, **overrides)
+    with warnings.catch_warnings():
+        # mmseg's CrossEntropyLoss warns about its ``avg_non_ignore`` default on every
+        # build; the loss of self-training is computed outside the head anyway.
+        warnings.filterwarnings("ignore", message=".*(avg_non_ignore|build_loss).*")
+        model = _registry().build(cfg)
+    _quiet_init(model)
+    if pretrained is not None:
+        load_pretrained_backbone(model, pretrained)
+    return model
+
+
+def configured(name: str, num_classes: int = NUM_CLASSES, **overrides: Any) -> dict[str, Any]:
+    """The mmseg config ``build_segmentor`` builds for ``name`` with these overrides.
+
+    Overrides: ``size`` ("tiny"), ``norm`` ("bn" | "gn" | "ln", ResNet segmentors), ``hrda``
+    (a dict of ``HRDAEncoderDecoder`` options, e.g. ``{"hr_crop_size": [256, 256]}``), and
+    ``backbone`` / ``decode_head`` dicts merged into the config.
+    """
     if name not in SEGMENTORS:
         raise KeyError(f"unknown segmentor {name!r}; known: {sorted(SEGMENTORS)}")
     cfg = copy.deepcopy(SEGMENTORS[name])
+    overrides = dict(overrides)
     cfg["decode_head"]["num_classes"] = num_classes
+    size = overrides.pop("size", None)
+    if size not in (None, "paper", "tiny"):
+        raise ValueError(f"size must be 'tiny' (or null), got {size!r}")
+    if size == "tiny":
+        _shrink(cfg)
+    hrda_options = overrides.pop("hrda", {}) or {}
+    if hrda_options:
+        if cfg["type"] != "HRDAEncoderDecoder":
+            raise ValueError(f"hrda overrides apply to HRDA segmentors, not {name!r}")
+        unknown = sorted(set(hrda_options) - {"hr_crop_size", "hr_loss_weight", "feature_scale", "scales",
+                                              "crop_coord_divisible"})
+        if unknown:
+            raise ValueError(f"unknown hrda overrides {unknown}")
+        cfg.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in hrda_options.items()})
     norm = overrides.pop("norm", None)
     if norm is not None:
         if norm not in _NORMS:
@@ -130,15 +210,7 @@ def build_segmentor(name: str, num_classes: int = NUM_CLASSES, pretrained: str |
         cfg[part].update(overrides.pop(part, {}))
     if overrides:
         raise TypeError(f"unknown overrides for {name!r}: {sorted(overrides)}")
-    with warnings.catch_warnings():
-        # mmseg's CrossEntropyLoss warns about its ``avg_non_ignore`` default on every
-        # build; the loss of self-training is computed outside the head anyway.
-        warnings.filterwarnings("ignore", message=".*(avg_non_ignore|build_loss).*")
-        model = _registry().build(cfg)
-    _quiet_init(model)
-    if pretrained is not None:
-        load_pretrained_backbone(model, pretrained)
-    return model
+    return cfg
 
 
 def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor],

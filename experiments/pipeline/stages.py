@@ -50,10 +50,24 @@ def data_is_stand_in(cfg: DictConfig, domains: Sequence[str]) -> bool:
     return is_stand_in(domain_root(cfg.scale.data_root, d) for d in domains)
 
 
-def compose_train(cfg: DictConfig, overrides: Sequence[str], seed: int) -> DictConfig:
-    """The training config of one model of the study (scale defaults, then the model's own)."""
+def row_of(cfg: DictConfig, label: str | None) -> str | None:
+    """The paper row a study model trains as at a scale of paper rows (``scale.paper_rows``)."""
+    if not cfg.scale.get("paper_rows") or label is None:
+        return None
+    rows = cfg.study.get("rows") or {}
+    if label not in rows:
+        raise ValueError(f"study {cfg.study.name}: model {label!r} has no paper row (study.rows) at "
+                         f"scale={cfg.scale.name}, whose models train as configs/experiment/paper_<row>.yaml")
+    return str(rows[label]).format(backbone=cfg.scale.backbone)
+
+
+def compose_train(cfg: DictConfig, overrides: Sequence[str], seed: int, label: str | None = None) -> DictConfig:
+    """The training config of one model of the study: at a scale of paper rows, the model's row
+    (``experiment=paper_<row>``); then the scale's overrides, then the model's own."""
+    row = row_of(cfg, label)
+    experiment = [f"experiment=paper_{row}"] if row else []
     return compose(config_name="train",
-                   overrides=[*cfg.scale.train_overrides, *overrides, f"seed={seed}",
+                   overrides=[*experiment, *cfg.scale.train_overrides, *overrides, f"seed={seed}",
                               f"runs_root={cfg.runs_root}"])
 
 

@@ -59,7 +59,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     note = STAND_IN_NOTE if stand_in else ""
     merges = _merge_specs(study)
     records: list[dict] = []
-    jobs = {(label, seed): stages.compose_train(cfg, list(overrides), seed)
+    jobs = {(label, seed): stages.compose_train(cfg, list(overrides), seed, label)
             for seed in cfg.seeds for label, overrides in study.models.items()}
     folders = stages.train_models(cfg, jobs)
     runs = [str(p) for p in folders.values()]

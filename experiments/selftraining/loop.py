@@ -178,7 +178,8 @@ def train_step(cfg: DictConfig, nets: dict, batch: dict, generator: torch.Genera
     if nets["imagenet"] is not None:
         with torch.no_grad():
             reference = nets["imagenet"](_imagenet_input(student, src))[-1]
-        fd = st.feature_distance(feats[-1], reference, batch["source_label"], recipe.feature_distance.classes)
+        fd = st.feature_distance(feats[-1], reference, batch["source_label"], recipe.feature_distance.classes,
+                                 recipe.feature_distance.scale_min_ratio)
         loss = loss + recipe.feature_distance.weight * fd
         out["loss_feature_distance"] = fd.item()
     loss.backward()
@@ -215,14 +216,16 @@ def train_step(cfg: DictConfig, nets: dict, batch: dict, generator: torch.Genera
 
 def validate(cfg: DictConfig, model: torch.nn.Module, val_sets: dict) -> dict[str, float]:
     """Mean IoU (percent) of ``model`` on the first ``schedule.val_images`` validation images of each
-    target, a progress signal logged during training (whole image; the scored evaluation is
-    ``experiments.inference.evaluation.evaluate``)."""
+    target under the run's test protocol (``cfg.test``): a progress signal logged during
+    training; the scored evaluation is ``experiments.inference.evaluation.evaluate``."""
     from analysis.metrics import mean_iou
-    from experiments.inference.evaluation import evaluate_model
+    from experiments.inference.evaluation import Protocol, evaluate_model
 
+    protocol = Protocol.of(OmegaConf.to_container(cfg.test, resolve=True) if cfg.get("test") else None)
     scores = {}
     for name, dataset in val_sets.items():
-        confusion = evaluate_model(model, dataset, batch_size=cfg.schedule.val_batch_size, progress=False)
+        confusion = evaluate_model(model, dataset, batch_size=cfg.schedule.val_batch_size, progress=False,
+                                   **protocol.keywords())
         scores[f"val_miou_{name}"] = 100.0 * float(mean_iou(confusion))
     model.train()
     return scores
@@ -292,7 +295,13 @@ def _train(cfg: DictConfig, state: RunState) -> Path:
     if state.done:
         log.info("%s is complete; skipping", run_dir)
         return run_dir
-    for root in dataset_roots(cfg):
+    roots = dataset_roots(cfg)
+    if cfg.scale.get("generate") and Path(cfg.data_root) == Path(cfg.scale.data_root) and \
+            not all(root.is_dir() for root in roots):
+        from experiments.data.miniature import generate_scale
+
+        generate_scale(cfg.scale)  # the default data root of a stand-in scale: made on demand
+    for root in roots:
         if not root.is_dir():
             raise missing_data_error(root)
     prepare_backbone(cfg)

@@ -291,13 +291,13 @@ def downscale_labels(labels: torch.Tensor, size: tuple[int, int], min_ratio: flo
 
 
 def feature_distance(student_feat: torch.Tensor, imagenet_feat: torch.Tensor, labels: torch.Tensor,
-                     thing_classes: Iterable[int]) -> torch.Tensor:
+                     thing_classes: Iterable[int], scale_min_ratio: float = 0.75) -> torch.Tensor:
     """Mean L2 distance between student and frozen ImageNet features on thing-class cells.
 
     DAFormer section 3.3: regularises the encoder towards ImageNet features where the source
     labels are countable objects; zero when no cell is a thing class.
     """
-    cells = downscale_labels(labels, tuple(student_feat.shape[-2:]))
+    cells = downscale_labels(labels, tuple(student_feat.shape[-2:]), scale_min_ratio)
     mask = torch.isin(cells, device_constant(tuple(thing_classes), cells.device, torch.long))
     if not mask.any():
         return student_feat.sum() * 0.0

@@ -122,18 +122,17 @@ def test_every_group_option_composes(primary, group, option):
     if not _is_global(group, option):
         assert group in resolved, f"{group}={option} did not land under {group!r}"
         return
-    # A global option (an experiment, a launcher): every group it overrides is exactly that group's
-    # option composed on its own, and every value it sets is in the result.
+    # A global option (an experiment, a launcher) is exactly its group choices composed on their
+    # own, with the values it sets on top: nothing else changes, nothing it sets is lost.
     text = yaml.safe_load((CONFIGS / group / f"{option}.yaml").read_text()) or {}
     chosen = [next(iter(e.items())) for e in text.pop("defaults", []) if isinstance(e, dict)]
-    for key, value in chosen:
-        sub = key.removeprefix("override ").strip("/")
-        if sub.startswith("hydra/"):
-            assert OmegaConf.select(cfg, "hydra." + sub.split("/", 1)[1]) is not None, f"{group}={option}: {sub}"
-            continue
-        # the group's option alone, with what the global option sets inside that group on top
-        alone = OmegaConf.merge(_resolved(_compose(primary, [f"{sub}={value}"]))[sub], text.get(sub, {}))
-        assert resolved[sub] == _resolved(alone), f"{group}={option} does not give {sub}={value}"
+    for key, _ in chosen:
+        if key.startswith("override hydra/"):
+            assert OmegaConf.select(cfg, "hydra." + key.split("/", 1)[1]) is not None, f"{group}={option}: {key}"
+    plain = [f"{k.removeprefix('override ').strip('/')}={v}" for k, v in chosen if "hydra/" not in k]
+    expected = OmegaConf.merge(OmegaConf.create(_resolved(_compose(primary, plain))),
+                               {k: v for k, v in text.items() if k != "hydra"})
+    assert resolved == _resolved(expected), f"{group}={option} composes to something else"
     for key, value in _leaves(text):
         if key.startswith("hydra.") or value == "???" or (isinstance(value, str) and "${" in value):
             continue
@@ -152,9 +151,11 @@ def test_train_configs_resolve_the_pieces_training_reads():
     """The smoke experiment and the paper rows set what their headers promise."""
     smoke = _resolved(_compose("train", ["experiment=smoke"]))
     assert smoke["schedule"]["name"] == "smoke" and smoke["logger"]["wandb_mode"] == "none"
+    assert smoke["data_root"] == "data/mini_smoke"
     paper = _resolved(_compose("train", ["experiment=paper_gta2cs_mitb5"]))
-    assert paper["segmentor"]["name"] == "daformer_mitb5" and paper["schedule"]["name"] == "paper"
-    assert paper["resources"]["device"] == "cuda"
+    assert paper["segmentor"]["name"] == "hrda_mitb5" and paper["schedule"]["name"] == "paper"
+    assert paper["recipe"]["name"] == "hrda" and paper["data_root"] == "data/real"
+    assert paper["resources"]["device"] == "cuda" and paper["data"]["crop"] == [1024, 1024]
 
 
 def test_slurm_launcher_takes_its_sizes_from_resources():
@@ -194,12 +195,20 @@ def test_every_study_model_composes_into_a_training_config_at_every_scale(study,
         assert {curve["a"], curve["b"]} <= set(models), f"{study}: curve between untrained models {curve}"
     if spec.get("subsets"):
         assert set(spec["subsets"]["members"]) <= set(models)
+    from experiments.pipeline.stages import row_of
+
     for label, overrides in models.items():
-        train = _resolved(_compose("train", [*resolved["scale"]["train_overrides"], *overrides, "seed=0"]))
+        row = row_of(cfg, label)  # at a scale of paper rows every model has one
+        experiment = [f"experiment=paper_{row}"] if row else []
+        train = _resolved(_compose("train", [*experiment, *resolved["scale"]["train_overrides"], *overrides,
+                                             "seed=0"]))
         schedule = [o.split("=", 1)[1] for o in resolved["scale"]["train_overrides"] if o.startswith("schedule=")]
-        assert [train["schedule"]["name"]] == schedule, label
+        assert [train["schedule"]["name"]] == (schedule or ["paper"]), label
         assert train["data_root"] == resolved["scale"]["data_root"], label
         assert set(train["target"]["names"]) <= set(DOMAINS), label
+        if row:  # the row's recipe, the scale's data, the model's own overrides on top
+            assert train["recipe"]["name"] == "hrda" and train["segmentor"]["name"].startswith("hrda_"), label
+            assert train["scale"]["name"] == scale, label
 
 
 def test_adapt_names_its_pipeline_models_by_the_rules_the_pipeline_writes_them_by():
