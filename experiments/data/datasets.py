@@ -144,7 +144,7 @@ class SegmentationDataset(Sequence):
         split: str,
         image_paths: list[Path],
         label_paths: list[Path | None],
-        label_tables: list[np.ndarray | None],
+        label_tables: list[L.Encoding | None],
         read_ids: Callable[[Path], np.ndarray] = read_label_ids,
     ) -> None:
         self.name, self.root, self.split = name, root, split
@@ -156,10 +156,10 @@ class SegmentationDataset(Sequence):
 
     def read_label(self, index: int) -> np.ndarray | None:
         """The trainId label of sample ``index`` (None when the split has no labels)."""
-        path, table = self.label_paths[index], self.label_tables[index]
+        path, encoding = self.label_paths[index], self.label_tables[index]
         if path is None:
             return None
-        return L.apply_table(table, self.read_ids(path), source=str(path))
+        return L.apply_table(encoding.table, self.read_ids(path), source=str(path), encoding=encoding)
 
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(index, (int, np.integer)):
@@ -202,7 +202,7 @@ def _tree(
     image_parts: tuple[str, ...],
     image_suffixes: tuple[str, ...],
     label_parts: tuple[str, ...],
-    label_tables: dict[str, np.ndarray],
+    label_tables: dict[str, L.Encoding],
     with_labels: bool,
     labels_optional: bool = False,
 ) -> tuple[list, list, list]:
@@ -239,10 +239,10 @@ def _flat(name: str, root: Path, split: str, with_labels: bool) -> SegmentationD
     if split not in ("all", "train"):
         raise ValueError(f"{name}: unknown split {split!r}; the whole set is split 'all' (or 'train')")
     if name == "gta":
-        tables = {".png": L.GTA_LUT}
+        tables = {".png": L.GTA_IDS}
         found = _tree(name, root, split, ("images",), (".png",), ("labels",), tables, with_labels)
         return SegmentationDataset(name, root, split, *found)
-    tables = {".png": L.SYNTHIA_LUT}
+    tables = {".png": L.SYNTHIA_IDS}
     found = _tree(name, root, split, ("RGB",), (".png",), ("GT", "LABELS"), tables, with_labels)
     return SegmentationDataset(name, root, split, *found, read_ids=read_synthia_ids)
 
@@ -258,7 +258,7 @@ def _acdc(root: Path, split: str, condition: str | Iterable[str] | None, with_la
     paths: tuple[list, list, list] = ([], [], [])
     for cond in conditions:
         found = _tree("acdc", root, split, ("rgb_anon", cond, split), ("_rgb_anon.png",),
-                      ("gt", cond, split), {"_gt_labelTrainIds.png": L.TRAIN_ID_LUT}, with_labels)  # fmt: skip
+                      ("gt", cond, split), {"_gt_labelTrainIds.png": L.TRAIN_IDS}, with_labels)  # fmt: skip
         for collected, part in zip(paths, found):
             collected.extend(part)
     return SegmentationDataset("acdc", root, split, *paths)
@@ -289,19 +289,19 @@ def load(name: str, root: str | Path, split: str, *, with_labels: bool = True,
         dataset = _flat(name, root, split, with_labels)
     elif name == "cityscapes":
         # Prefer labelIds through the official table; take labelTrainIds where only those exist.
-        tables = {"_gtFine_labelIds.png": L.CITYSCAPES_LUT, "_gtFine_labelTrainIds.png": L.TRAIN_ID_LUT}
+        tables = {"_gtFine_labelIds.png": L.CITYSCAPES_IDS, "_gtFine_labelTrainIds.png": L.TRAIN_IDS}
         found = _tree(name, root, split, ("leftImg8bit", split), ("_leftImg8bit.png",),
                       ("gtFine", split), tables, with_labels)  # fmt: skip
         dataset = SegmentationDataset(name, root, split, *found)
     elif name == "idd":
         found = _tree(name, root, split, ("leftImg8bit", split), ("_leftImg8bit.png", "_leftImg8bit.jpg"),
-                      ("gtFine", split), {"_gtFine_labelcsTrainIds.png": L.TRAIN_ID_LUT}, with_labels)  # fmt: skip
+                      ("gtFine", split), {"_gtFine_labelcsTrainIds.png": L.TRAIN_IDS}, with_labels)  # fmt: skip
         dataset = SegmentationDataset(name, root, split, *found)
     elif name == "acdc":
         dataset = _acdc(root, split, kw.get("condition"), with_labels)
     else:  # darkzurich: the published train split has no ground truth, so labels are optional
         found = _tree(name, root, split, ("rgb_anon", split, "night"), ("_rgb_anon.png",),
-                      ("gt", split, "night"), {"_gt_labelTrainIds.png": L.TRAIN_ID_LUT}, with_labels,
+                      ("gt", split, "night"), {"_gt_labelTrainIds.png": L.TRAIN_IDS}, with_labels,
                       labels_optional=True)  # fmt: skip
         dataset = SegmentationDataset(name, root, split, *found)
     keep = set(SYNTHIA_SUBSETS[num_classes])
@@ -310,5 +310,5 @@ def load(name: str, root: str | Path, split: str, *, with_labels: bool = True,
     if len(keep) < L.NUM_CLASSES:
         # Compose the tables once: subset[table[raw]] == (subset[table])[raw].
         table = L.subset_table(sorted(keep))
-        dataset.label_tables = [None if t is None else table[t] for t in dataset.label_tables]
+        dataset.label_tables = [None if t is None else t.subset(table) for t in dataset.label_tables]
     return dataset

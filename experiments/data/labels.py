@@ -8,6 +8,8 @@ to 255.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -92,8 +94,55 @@ SYNTHIA_LUT = lookup_table(SYNTHIA_ID_TO_TRAIN_ID, size=1 << 16)
 TRAIN_ID_LUT = subset_table(range(NUM_CLASSES))
 
 
-def apply_table(table: np.ndarray, raw: np.ndarray, source: str = "label") -> np.ndarray:
-    """Map a single-channel integer label image through ``table``; ``source`` names it in errors."""
+def _ranges(values: np.ndarray) -> str:
+    """'0..33, 255' for a boolean value table."""
+    found = np.flatnonzero(values)
+    runs, start = [], found[0]
+    for previous, current in zip(found, [*found[1:], None]):
+        if current is None or current != previous + 1:
+            runs.append(f"{start}..{previous}" if previous > start else f"{start}")
+            start = current
+    return ", ".join(runs)
+
+
+def value_set(values: Iterable[int], size: int = 256) -> np.ndarray:
+    """A read-only boolean table of the raw values an encoding may hold."""
+    mask = np.zeros(size, dtype=bool)
+    mask[list(values)] = True
+    mask.flags.writeable = False
+    return mask
+
+
+# The raw values each label encoding may hold; anything else is refused with the file named.
+# Cityscapes label ids are 0..33; licence plate's -1 wraps to 255 in a uint8 file. GTA5 uses the
+# same ids; 34 is allowed there too (and ignored, as DAFormer's converter ignores every id
+# outside its table) so that no real GTA5 file is refused for a value the converters tolerate.
+LABEL_ID_VALUES = value_set([*range(34), 255])
+GTA_ID_VALUES = value_set([*range(35), 255])
+TRAIN_ID_VALUES = value_set([*range(NUM_CLASSES), IGNORE_INDEX])
+SYNTHIA_ID_VALUES = value_set(range(23), size=1 << 16)   # SYNTHIA's README: classes 0 (void) .. 22
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How one kind of label file maps to trainIds: its table, the values it may hold, a name."""
+
+    table: np.ndarray
+    values: np.ndarray
+    name: str
+
+    def subset(self, keep: np.ndarray) -> "Encoding":
+        """The same encoding with trainIds outside ``keep`` (a trainId -> trainId table) ignored."""
+        return Encoding(keep[self.table], self.values, self.name)
+
+
+def apply_table(table: np.ndarray, raw: np.ndarray, source: str = "label",
+                encoding: "Encoding | None" = None) -> np.ndarray:
+    """Map a single-channel integer label image through ``table``; ``source`` names it in errors.
+
+    With ``encoding``, values the encoding does not define (a labelTrainIds file holding 40,
+    a labelIds file holding 200) are refused, naming the file and the values.
+    """
     if raw.ndim != 2:
         raise ValueError(f"{source}: expected a single-channel label image, got shape {raw.shape}")
     if raw.dtype not in (np.uint8, np.uint16):
@@ -105,4 +154,17 @@ def apply_table(table: np.ndarray, raw: np.ndarray, source: str = "label") -> np
                 f"{source}: holds value {high}, beyond the {len(table)}-entry id table "
                 "(16-bit file where 8-bit ids were expected?)"
             )
+    if encoding is not None:
+        defined = encoding.values[np.minimum(raw, len(encoding.values) - 1)] & (raw < len(encoding.values))
+        if not defined.all():
+            bad = np.unique(raw[~defined])
+            shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            raise ValueError(f"{source}: label values {shown} are not {encoding.name} "
+                             f"({_ranges(encoding.values)}); is this the right label file for this dataset?")
     return table[raw]
+
+
+CITYSCAPES_IDS = Encoding(CITYSCAPES_LUT, LABEL_ID_VALUES, "Cityscapes label ids")
+GTA_IDS = Encoding(GTA_LUT, GTA_ID_VALUES, "GTA5 label ids (the Cityscapes ids)")
+SYNTHIA_IDS = Encoding(SYNTHIA_LUT, SYNTHIA_ID_VALUES, "SYNTHIA class ids")
+TRAIN_IDS = Encoding(TRAIN_ID_LUT, TRAIN_ID_VALUES, "Cityscapes trainIds")

@@ -246,7 +246,7 @@ def evaluate(source, datasets: Mapping[str, Sequence[dict]], out_dir: str | Path
         for domain in domains:
             weights = source.weights_for(domain)
             if weights.path not in networks:
-                networks[weights.path] = source.build(weights.load())
+                networks[weights.path] = source.build(source.state(weights))
             confusions[domain] = evaluate_model(networks[weights.path], datasets[domain], batch_size=batch_size,
                                                 description=domain, **test[domain].keywords(), **evaluate_kw)
             path = out_dir / "confusion" / f"{domain}.npy"

@@ -72,12 +72,29 @@ class ModelSource:
             return {"weights": self.weights[0].path}
         return {f"weights_{i}": w.path for i, w in enumerate(self.weights)}
 
+    def state(self, weights: Weights | None = None) -> dict[str, torch.Tensor]:
+        """The state dict of ``weights`` (default: the first) in the project's key layout.
+
+        A checkpoint released with DAFormer or HRDA (mmseg 0.x names) is converted on the
+        way (``experiments.models.released``); what does not map is refused with the keys.
+        """
+        from experiments.models import released
+
+        weights = weights or self.weights[0]
+        state = weights.load()
+        if released.is_released_layout(state):
+            from experiments.models.segmentors import build_segmentor
+
+            expected = build_segmentor(self.segmentor, **self.overrides).state_dict()
+            state = released.convert(state, expected, source=str(weights.path))
+        return state
+
     def build(self, state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
         """A fresh network in eval mode, with ``state`` (default: the first weights) loaded strictly."""
         from experiments.models.segmentors import build_segmentor, load_into
 
         model = build_segmentor(self.segmentor, **self.overrides)
-        state = self.weights[0].load() if state is None else state
+        state = self.state() if state is None else state
         load_into(model, state, f"{self.label} ({self.segmentor})")
         return model.eval()
 

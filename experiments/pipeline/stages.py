@@ -175,7 +175,7 @@ def interpolation_curve(cfg: DictConfig, evaluator: Evaluator, name: str, curve:
     config = {"name": name, "a": str(a.run_dir), "b": str(b.run_dir), "alphas": alphas.tolist()}
     with stage(out, "curve", config, {"a": a.weights[0].path, "b": b.weights[0].path},
                stand_in=evaluator.stand_in):
-        points = path_state_dicts(a.weights[0].load(), b.weights[0].load(), alphas,
+        points = path_state_dicts(a.state(), b.state(), alphas,
                                   buffers=curve.get("buffers", "pooled_by_weight"))
         model = a.build(points[0])
         rows = []

@@ -87,6 +87,13 @@ class BatchMaker:
                 min_pixels = int(cfg.recipe.rcs.min_pixels)
             self.rcs = st.RareClassSampler(counts, cfg.recipe.rcs.temperature, min_pixels)
 
+    def check_labels(self) -> None:
+        """Read the first label of every labelled split this run uses (the source's were all
+        read for rare class sampling): a wrong encoding is refused before training starts."""
+        for dataset in [self.source, *self.targets, *(v.dataset for v in self.val_sets.values())]:
+            if len(dataset) and dataset.label_paths and dataset.label_paths[0] is not None:
+                dataset.read_label(0)
+
     def _read(self, dataset, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         key = (id(dataset), index)
         if self._cache is not None and key in self._cache:

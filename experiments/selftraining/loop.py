@@ -311,12 +311,16 @@ def _train(cfg: DictConfig, state: RunState) -> Path:
     device = torch.device(res.device if res.device != "cuda" or torch.cuda.is_available() else "cpu")
     ckpt.seed_everything(int(cfg.seed))
     nets = build_networks(cfg, device)
+    # The data is checked before the run folder is touched: layouts, image/label pairs, every
+    # source label's values (counted for rare class sampling), the first label of each split.
+    batches = BatchMaker(cfg, device)
+    batches.check_labels()
     inputs = {"pretrained_backbone": nets["pretrained"]} if nets["pretrained"] else {}
     with stage(run_dir, "train", cfg, inputs=inputs, stand_in=is_stand_in(dataset_roots(cfg))):
-        return _run(cfg, run_dir, nets, device, missing)
+        return _run(cfg, run_dir, nets, batches, missing)
 
 
-def _run(cfg: DictConfig, run_dir: Path, nets: dict, device: torch.device, missing: list[int]) -> Path:
+def _run(cfg: DictConfig, run_dir: Path, nets: dict, batches: BatchMaker, missing: list[int]) -> Path:
     optimizer, scheduler = build_optimizer(cfg, nets["student"])
     start = 0
     state = ckpt.load_checkpoint(run_dir / "checkpoints")
@@ -334,7 +338,6 @@ def _run(cfg: DictConfig, run_dir: Path, nets: dict, device: torch.device, missi
         ckpt.set_rng_state(state["rng"])
         start = int(state["iteration"])
         log.info("resuming %s at iteration %d (%s)", run_dir.name, start, state["loaded_from"])
-    batches = BatchMaker(cfg, device)
     stream = batches.batches(start, int(cfg.schedule.max_iters))
     s = cfg.schedule
     logger = TrainingLogger(run_dir, run_dir.name, OmegaConf.to_container(cfg, resolve=True),

@@ -37,7 +37,7 @@ def norm_of(model: sources.ModelSource) -> str:
 
 def factory(model: sources.ModelSource) -> Callable[[], torch.nn.Module]:
     """A constructor of the model with its weights loaded (read from disk once)."""
-    state = model.weights[0].load()
+    state = model.state()
     return lambda: model.build(state)
 
 

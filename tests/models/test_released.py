@@ -460,3 +460,27 @@ def test_our_layout_passes_through_unchanged(mini, tmp_path):
     path = tmp_path / "merged.pth"
     torch.save({"state_dict": ours, "meta": {}}, path)
     assert_same(released.load_released(path, "mini_mitb0"), ours)
+
+
+def test_a_released_checkpoint_evaluates_through_the_one_evaluation_path(tmp_path):
+    """``python -m experiments.evaluate checkpoint=<released.pth> segmentor=...`` reads the
+    released layout (converted on load) and scores exactly what the original weights score."""
+    import numpy as np
+
+    from experiments.inference import sources
+    from experiments.inference.evaluation import evaluate, evaluate_model
+
+    torch.manual_seed(0)
+    model = models.build_segmentor("mini_mitb0").eval()
+    ours = model.state_dict()
+    randomize(ours, seed=4)
+    model.load_state_dict(ours)
+    rel, _ = to_released(ours)
+    save_like_daformer(tmp_path / "released.pth", rel)
+    rng = np.random.default_rng(0)
+    data = [{"image": rng.integers(0, 256, (32, 48, 3), dtype=np.uint8),
+             "label": rng.integers(0, 19, (32, 48)).astype(np.uint8), "path": f"{i}.png"} for i in range(3)]
+    source = sources.from_checkpoint(tmp_path / "released.pth", "mini_mitb0")
+    assert_same(source.state(), ours)
+    confusions = evaluate(source, {"cityscapes": data}, tmp_path / "eval", stand_in=False, progress=False)
+    np.testing.assert_array_equal(confusions["cityscapes"], evaluate_model(model, data, progress=False))

@@ -185,3 +185,28 @@ def test_missing_data_names_the_generating_command_and_a_failed_run_is_recorded(
 
     manifest = read_manifest(run_dir_for(cfg))
     assert manifest["status"] == "failed" and manifest["error"]
+
+
+def test_a_tree_with_wrong_labels_is_refused_before_the_run_folder_is_touched(mini_data, tmp_path):
+    """An IDD tree whose csTrainIds files hold label ids (a common mix-up): refused, naming the
+    file, before training starts; no run folder, manifest or checkpoint is written."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for name in ("gta", "idd"):
+        shutil.copytree(mini_data / name, data / name)
+    shutil.copy(mini_data / "manifest.json", data / "manifest.json")
+    first = sorted((data / "idd" / "gtFine" / "val").rglob("*_gtFine_labelcsTrainIds.png"))[0]
+    label = np.array(Image.open(first))
+    label[0, 0] = 26  # the label id of car, not a trainId
+    Image.fromarray(label).save(first)
+    cfg = _cfg(data, tmp_path / "runs", "target=idd", "schedule.val_images=2")
+    from experiments.selftraining.loop import run_dir_for
+
+    with pytest.raises(ValueError, match=r"labelcsTrainIds.png: label values 26 are not Cityscapes trainIds"):
+        train(cfg)
+    assert not (run_dir_for(cfg) / "manifest.json").exists()
+    assert not (run_dir_for(cfg) / "checkpoints").exists()
