@@ -14,8 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
-from analysis.io import atomic_path, read_csv_rows, write_csv  # noqa: E402,F401  (read_csv_rows: public)
+from analysis.io import atomic_path, read_csv_rows, read_json, write_csv  # noqa: E402,F401  (read_csv_rows: public)
 from analysis.tables import DOMAIN_NAMES, mean_std  # noqa: E402
 
 STYLE = Path(__file__).resolve().parent / "paper.mplstyle"
@@ -120,3 +121,48 @@ def rebasin_figure(run_dirs: Sequence[str | Path], out_pdf: str | Path, title: s
             rows += [[r["iteration"], r["seed"], q, r[q]] for q in ("nonidentity_fraction", "l2_before", "l2_after")]
         files = save_figure(fig, Path(out_pdf), ["iteration", "seed", "quantity", "value"], rows, note)
     return list(files)
+
+
+def _colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    out = np.zeros((*label.shape, 3), np.uint8)  # ignore (255) stays black
+    known = label < len(palette)
+    out[known] = palette[label[known]]
+    return out
+
+
+def qualitative_figure(listing_path: str | Path, out_pdf: str | Path, labels: dict[str, str] | None = None,
+                       note: str = "") -> tuple[Path, Path]:
+    """Validation images with their ground truth and each method's prediction (Cityscapes
+    palette), one row per image, all domains in one PDF; the CSV lists every file drawn.
+
+    ``listing_path`` is a ``pictures.json`` written by the pipeline: methods, class names,
+    palette, and per domain the image / label / prediction files (relative to it).
+    """
+    from PIL import Image
+
+    listing_path = Path(listing_path)
+    listing = read_json(listing_path)
+    root, palette = listing_path.parent, np.asarray(listing["palette"], np.uint8)
+    methods, labels = listing["methods"], labels or {}
+    entries = [(domain, entry) for domain, items in listing["domains"].items() for entry in items]
+    columns = ["image", "ground truth", *(labels.get(m, m) for m in methods)]
+    rows = []
+    with plt.style.context(str(STYLE)):
+        fig, axes = plt.subplots(len(entries), len(columns), squeeze=False,
+                                 figsize=(1.25 * len(columns), 0.75 * len(entries) + 0.3))
+        for row, (domain, entry) in enumerate(entries):
+            panels = [np.asarray(Image.open(root / entry["image"]).convert("RGB")),
+                      _colourise(np.asarray(Image.open(root / entry["label"])), palette)]
+            panels += [_colourise(np.asarray(Image.open(root / entry["predictions"][m])), palette) for m in methods]
+            for column, (ax, panel) in enumerate(zip(axes[row], panels)):
+                ax.imshow(panel, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                if row == 0:
+                    ax.set_title(columns[column], fontsize=6)
+            axes[row][0].set_ylabel(DOMAIN_NAMES.get(domain, domain), fontsize=6)
+            rows.append([domain, entry["image"], entry["label"], entry.get("source", ""),
+                         *(entry["predictions"][m] for m in methods)])
+        fig.subplots_adjust(wspace=0.03, hspace=0.05)
+        return save_figure(fig, out_pdf, ["domain", "image", "label", "source", *methods], rows, note)

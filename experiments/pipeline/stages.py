@@ -22,10 +22,13 @@ from hydra import compose
 from omegaconf import DictConfig
 
 from analysis import reference
+from analysis.claims import claims_of, write_claims
 from analysis.figures import lmc_figure
-from analysis.io import read_csv_rows, write_text_atomic
+from analysis.io import read_csv_rows, write_json_atomic, write_text_atomic
 from analysis.metrics import harmonic_mean, interpolation_barrier, mean_iou
-from analysis.tables import Summary, domain_table, summarize_domains, write_table
+from analysis.figures import qualitative_figure
+from analysis.tables import Summary, class_table, domain_table, summarize_domains, write_table
+from experiments.data.labels import CLASS_NAMES, PALETTE
 from experiments.data.domains import domain_root, is_stand_in, load_domain
 from experiments.inference import sources
 from experiments.inference.evaluation import evaluate, protocols
@@ -160,6 +163,52 @@ class Evaluator:
                         stand_in=self.stand_in, batch_size=self.batch_size, progress=False)
 
 
+def prediction_maps(cfg: DictConfig, evaluator: Evaluator, models: Mapping[str, Path], images: int,
+                    seed: int) -> Path:
+    """Predictions of ``models`` on the first ``images`` validation images of each domain, as
+    trainId PNGs beside the images and ground truths: ``runs/pictures/<study>_s<seed>``, whose
+    ``pictures.json`` lists every file (the qualitative figure reads only that)."""
+    from PIL import Image
+
+    from experiments.inference.evaluation import predict_map
+
+    out = names.run_path(cfg.runs_root, "pictures", names.study_run(cfg.study.name, "predictions", seed))
+    if is_complete(out):
+        return out
+    with stage(out, "pictures", {"models": {k: str(v) for k, v in models.items()}, "images": images},
+               {m: sources.from_run(p).weights[0].path for m, p in models.items()}, stand_in=evaluator.stand_in):
+        listing: dict[str, Any] = {"methods": list(models), "domains": {}, "class_names": list(CLASS_NAMES),
+                                   "palette": PALETTE.tolist()}
+        for domain in evaluator.domains:
+            samples = evaluator.dataset(domain)[:images]
+            entries = []
+            for index, sample in enumerate(samples):
+                entry = {"image": f"{domain}/{index}_image.png", "label": f"{domain}/{index}_label.png",
+                         "source": sample.get("path"), "predictions": {}}
+                (out / domain).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(sample["image"]).save(out / entry["image"])
+                Image.fromarray(sample["label"]).save(out / entry["label"])
+                entries.append(entry)
+            for method, run_dir in models.items():
+                source = sources.from_run(run_dir)
+                network = source.build(source.state(source.weights_for(domain)))
+                for index, (entry, sample) in enumerate(zip(entries, samples)):
+                    prediction = predict_map(network, sample["image"], sample["label"].shape,
+                                             evaluator.protocols[domain])
+                    path = f"{domain}/{index}_{method}.png"
+                    Image.fromarray(prediction).save(out / path)
+                    entry["predictions"][method] = path
+            listing["domains"][domain] = entries
+        write_json_atomic(out / "pictures.json", listing)
+        finish_run(out, {"pictures": out / "pictures.json"})
+    return out
+
+
+def write_pictures(cfg: DictConfig, picture_dir: Path, results_dir: Path, note: str) -> list[Path]:
+    labels = dict(cfg.study.get("labels") or {})
+    return list(qualitative_figure(picture_dir / "pictures.json", results_dir / "predictions.pdf", labels, note))
+
+
 def curve_run_dir(cfg: DictConfig, name: str, seed: int) -> Path:
     return names.run_path(cfg.runs_root, "curve", names.study_run(cfg.study.name, name, seed))
 
@@ -194,12 +243,19 @@ def interpolation_curve(cfg: DictConfig, evaluator: Evaluator, name: str, curve:
 
 
 def write_study_outputs(cfg: DictConfig, records: list[dict], domains: Sequence[str], results_dir: Path,
-                        note: str) -> list[Path]:
+                        note: str, per_class: Sequence[dict] = ()) -> list[Path]:
     study = cfg.study
     summaries = summarize_domains(records, domains)
     columns = reference.columns(study.get("paper_reference"), list(summaries))
     labels = dict(study.get("labels") or {})
-    return domain_table(summaries, domains, labels, results_dir / study.name, study.title, note, columns)
+    files = domain_table(summaries, domains, labels, results_dir / study.name, study.title, note, columns)
+    if per_class:
+        files += class_table(per_class, domains, CLASS_NAMES, labels, results_dir / f"{study.name}_per_class",
+                             f"{study.title}: IoU (%) per class, mean over seeds", note)
+    if study.get("claims"):
+        verdicts = claims_of(study.claims, records, domains)
+        files += write_claims(verdicts, results_dir / "claims", note)
+    return files
 
 
 def write_curve_figures(cfg: DictConfig, results_dir: Path, note: str) -> list[Path]:

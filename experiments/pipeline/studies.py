@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.metrics import mean_iou
+from analysis.metrics import iou_per_class, mean_iou
 from analysis.report import STAND_IN_NOTE, record_artifacts, write_report
 from experiments.infra.logs import log_study
 from analysis.figures import rebasin_figure
@@ -47,6 +47,11 @@ def _records(name: str, seed: int, confusions: dict[str, np.ndarray]) -> list[di
             for domain, c in confusions.items()]
 
 
+def _class_records(name: str, seed: int, confusions: dict[str, np.ndarray]) -> list[dict]:
+    return [{"method": name, "seed": seed, "domain": domain, "iou": (100.0 * iou_per_class(c)).tolist()}
+            for domain, c in confusions.items()]
+
+
 def run_study(cfg: DictConfig) -> dict[str, Any]:
     """Run one study; return its records and the files it wrote."""
     started = time.time()
@@ -59,6 +64,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     note = STAND_IN_NOTE if stand_in else ""
     merges = _merge_specs(study)
     records: list[dict] = []
+    per_class: list[dict] = []
+    pictures: dict[str, Path] = {}
     jobs = {(label, seed): stages.compose_train(cfg, list(overrides), seed, label)
             for seed in cfg.seeds for label, overrides in study.models.items()}
     folders = stages.train_models(cfg, jobs)
@@ -66,16 +73,27 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     for seed in cfg.seeds:
         trained = {label: folders[(label, seed)] for label in study.models}
         for label in study.get("table_models", list(study.models)):
-            records += _records(label, seed, evaluator.scores(trained[label]))
+            confusions = evaluator.scores(trained[label])
+            records += _records(label, seed, confusions)
+            per_class += _class_records(label, seed, confusions)
+            pictures[label] = trained[label]
         for name, spec in merges.items():
             merged = stages.merge_models(cfg, name, seed, [trained[m] for m in spec["members"]], spec)
             runs.append(str(merged))
-            records += _records(name, seed, evaluator.scores(merged))
+            confusions = evaluator.scores(merged)
+            records += _records(name, seed, confusions)
+            per_class += _class_records(name, seed, confusions)
+            pictures[name] = merged
+        if study.get("pictures") and seed == cfg.seeds[0]:
+            picture_dir = stages.prediction_maps(cfg, evaluator, {m: pictures[m] for m in study.pictures.methods},
+                                                 int(study.pictures.images), seed)
         for curve_name, curve in (study.get("curves") or {}).items():
             stages.interpolation_curve(cfg, evaluator, curve_name, curve, seed, trained)
         if study.get("rebasin"):
             rebasin_comparison(cfg, evaluator, study.rebasin, seed, trained)
-    files = stages.write_study_outputs(cfg, records, domains, results_dir, note) if records else []
+    files = stages.write_study_outputs(cfg, records, domains, results_dir, note, per_class) if records else []
+    if study.get("pictures"):
+        files += stages.write_pictures(cfg, picture_dir, results_dir, note)
     files += stages.write_curve_figures(cfg, results_dir, note)
     if study.get("rebasin"):
         files += rebasin_figure([rebasin_run_dir(cfg, seed) for seed in cfg.seeds], results_dir / "rebasin_vs_midpoint.pdf",

@@ -1,0 +1,118 @@
+"""The claims each study tests, and the preconditions they rest on, judged by one rule.
+
+Every claim is a paired comparison over seeds (``analysis.verdicts``): per seed s, the
+claimed quantity minus the other one; held / not held / inconclusive by the mean difference
+against twice its standard error. The claims and the quantities they compare are fixed here,
+before any run; a study only supplies its per-seed records ``{method, seed, domain, miou}``.
+
+A *threshold* claim (e.g. "STDA reaches 35 mIoU") compares a per-seed value against a
+constant the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping, Sequence
+
+from analysis.metrics import harmonic_mean
+from analysis.verdicts import Verdict, judge
+
+Scores = dict[int, dict[str, dict[str, float]]]   # seed -> method -> domain (and "H") -> mIoU
+
+
+def scores(records: Iterable[Mapping], domains: Sequence[str]) -> Scores:
+    out: Scores = {}
+    for r in records:
+        out.setdefault(int(r["seed"]), {}).setdefault(r["method"], {})[r["domain"]] = float(r["miou"])
+    for per_method in out.values():
+        for values in per_method.values():
+            if all(d in values for d in domains):
+                values["H"] = harmonic_mean([values[d] for d in domains])
+    return out
+
+
+def _series(table: Scores, pick: Callable[[dict[str, dict[str, float]]], float]) -> list[float]:
+    return [pick(table[seed]) for seed in sorted(table)]
+
+
+def _has(table: Scores, *methods: str) -> bool:
+    return bool(table) and all(m in table[s] for s in table for m in methods)
+
+
+def calibration_claims(table: Scores) -> list[Verdict]:
+    """The stand-in's preconditions (docs/calibration.md)."""
+    out = []
+    if _has(table, "stda_cityscapes", "stda_idd"):
+        out.append(judge("STDA GTA→Cityscapes beats STDA GTA→IDD on Cityscapes",
+                         _series(table, lambda t: t["stda_cityscapes"]["cityscapes"]),
+                         _series(table, lambda t: t["stda_idd"]["cityscapes"])))
+        out.append(judge("STDA GTA→IDD beats STDA GTA→Cityscapes on IDD",
+                         _series(table, lambda t: t["stda_idd"]["idd"]),
+                         _series(table, lambda t: t["stda_cityscapes"]["idd"])))
+        for model, domain in (("stda_cityscapes", "cityscapes"), ("stda_idd", "idd")):
+            out.append(judge(f"{model} reaches 35 mIoU on {domain}",
+                             _series(table, lambda t, m=model, d=domain: t[m][d]), [35.0] * len(table)))
+    if _has(table, "source_only"):
+        for domain in ("cityscapes", "idd"):
+            out.append(judge(f"source-only reaches 20 mIoU on {domain}",
+                             _series(table, lambda t, d=domain: t["source_only"][d]), [20.0] * len(table)))
+    for domain in ("cityscapes", "idd"):
+        stda, oracle = f"stda_{domain}", f"oracle_{domain}"
+        if _has(table, stda, "source_only"):
+            out.append(judge(f"self-training beats source-only on {domain}",
+                             _series(table, lambda t, m=stda, d=domain: t[m][d]),
+                             _series(table, lambda t, d=domain: t["source_only"][d])))
+        if _has(table, stda, oracle):
+            out.append(judge(f"the {domain} oracle beats self-training on {domain}",
+                             _series(table, lambda t, m=oracle, d=domain: t[m][d]),
+                             _series(table, lambda t, m=stda, d=domain: t[m][d])))
+    return out
+
+
+def table1_claims(table: Scores) -> list[Verdict]:
+    """The paper's Table 1 claims (and its precondition) on H over Cityscapes and IDD."""
+    out = [v for v in calibration_claims(table) if "beats STDA" in v.claim or "35 mIoU" in v.claim]
+    if not _has(table, "stda_cityscapes", "stda_idd"):
+        return out
+    best = lambda t: max(t["stda_cityscapes"]["H"], t["stda_idd"]["H"])  # noqa: E731  (per seed)
+    if _has(table, "merged_pooled"):
+        out.append(judge("merged (params + pooled buffers) H beats the best single-target H",
+                         _series(table, lambda t: t["merged_pooled"]["H"]), _series(table, best)))
+    if _has(table, "merged_pooled", "merged_first_buffers"):
+        out.append(judge("pooled BatchNorm buffers beat model-1 buffers (H)",
+                         _series(table, lambda t: t["merged_pooled"]["H"]),
+                         _series(table, lambda t: t["merged_first_buffers"]["H"])))
+    if _has(table, "merged_encoder_only", "merged_pooled"):
+        out.append(judge("the encoder-only merge beats the full merge (H)",
+                         _series(table, lambda t: t["merged_encoder_only"]["H"]),
+                         _series(table, lambda t: t["merged_pooled"]["H"])))
+    if _has(table, "merged_pooled", "data_combination"):
+        out.append(judge("merged (pooled) H beats data combination H",
+                         _series(table, lambda t: t["merged_pooled"]["H"]),
+                         _series(table, lambda t: t["data_combination"]["H"])))
+    return out
+
+
+CLAIMS = {"calibration": calibration_claims, "table1": table1_claims}
+
+
+def claims_of(kind: str | None, records: Iterable[Mapping], domains: Sequence[str]) -> list[Verdict]:
+    if not kind:
+        return []
+    if kind not in CLAIMS:
+        raise ValueError(f"unknown claims {kind!r}; known: {sorted(CLAIMS)}")
+    return CLAIMS[kind](scores(records, domains))
+
+
+def write_claims(verdicts: Sequence[Verdict], out_stem, note: str = "") -> list:
+    """``<stem>.md/.tex/.csv``: every claim with its numbers and verdict, the rule in the caption."""
+    from analysis.tables import write_table
+    from analysis.verdicts import RULE
+
+    rows = [[v.claim, f"{v.mean:+.2f}", "–" if v.standard_error != v.standard_error else f"{2 * v.standard_error:.2f}",
+             str(len(v.differences)), v.verdict] for v in verdicts]
+    csv_rows = [[v.claim, round(v.mean, 4), round(2 * v.standard_error, 4) if v.standard_error == v.standard_error
+                 else "", len(v.differences), v.verdict, " ".join(f"{d:.4f}" for d in v.differences)]
+                for v in verdicts]
+    return write_table(out_stem, ["Claim", "Mean difference", "2 SE", "Seeds", "Verdict"], rows,
+                       ["claim", "mean_difference", "two_se", "seeds", "verdict", "differences"], csv_rows,
+                       f"Claims and their pre-declared verdicts ({RULE})", note)
