@@ -16,9 +16,9 @@ from .batchnorm import BUFFER_RULES, merge_batchnorm_statistics
 from .checkpoint import NETWORK_PREFIXES, load_checkpoint, save_merged, select_network
 from .fisher import fisher_information, fisher_merge
 from .linear import interpolate, merge_by_prefix, merge_linear
-from .rebasin import (PermutationSpec, apply_permutation, mlp_permutation_spec,
-                      permutation_fraction_nonidentity, resnet_v1c_permutation_spec,
-                      weight_matching)
+from .rebasin import (PermutationSpec, apply_permutation, efficientnet_lite_permutation_spec,
+                      mlp_permutation_spec, permutation_fraction_nonidentity,
+                      resnet_v1c_permutation_spec, weight_matching)
 from .regmean import regmean, regmean_grams
 from .repair import repair
 from .sparse import dare, model_breadcrumbs
@@ -30,6 +30,7 @@ from .streaming import merge_safetensors_files
 __all__ = [
     "BUFFER_RULES", "NETWORK_PREFIXES", "PermutationSpec", "apply_permutation",
     "mlp_permutation_spec", "permutation_fraction_nonidentity", "resnet_v1c_permutation_spec",
+    "efficientnet_lite_permutation_spec",
     "weight_matching", "check_compatible", "check_finite", "classify",
     "interpolate", "load_checkpoint", "merge_batchnorm_statistics", "merge_by_prefix",
     "merge_linear", "merge_safetensors_files", "save_merged", "select_network", "slerp",

@@ -38,6 +38,7 @@ __all__ = [
     "PermutationSpec",
     "mlp_permutation_spec",
     "resnet_v1c_permutation_spec",
+    "efficientnet_lite_permutation_spec",
     "weight_matching",
     "apply_permutation",
     "permutation_fraction_nonidentity",
@@ -198,6 +199,89 @@ def resnet_v1c_permutation_spec(
                 conv(f"{block}.downsample.0", out, previous)
                 batchnorm(f"{block}.downsample.1", out)
         previous = out
+    return PermutationSpec.from_axes(axes)
+
+
+# EfficientNet-Lite0 (experiments/models/lite0.py, the package ``efficientnet_lite_pytorch``'s
+# keys): stem width and, per stage, (blocks, stride, expand ratio, output channels).
+EFFICIENTNET_LITE0_STEM = 32
+EFFICIENTNET_LITE0_STAGES = ((1, 1, 1, 16), (2, 2, 6, 24), (2, 2, 6, 40), (3, 2, 6, 80),
+                             (3, 1, 6, 112), (4, 2, 6, 192), (1, 1, 6, 320))
+EFFICIENTNET_LITE0_OUT_INDICES = (1, 2, 4, 6)
+
+
+def efficientnet_lite_permutation_spec(
+    prefix: str = "backbone.",
+    permute_stem: bool = True,
+    permute_streams: bool = False,
+    out_indices: tuple[int, ...] = EFFICIENTNET_LITE0_OUT_INDICES,
+    stages: tuple[tuple[int, int, int, int], ...] = EFFICIENTNET_LITE0_STAGES,
+    stem_channels: int = EFFICIENTNET_LITE0_STEM,
+) -> PermutationSpec:
+    """Spec for the EfficientNet-Lite backbone ``EfficientNetLite0`` (keys ``_conv_stem``,
+    ``_bn0``, ``_blocks.{i}._{expand,depthwise,project}_conv`` / ``_bn{0,1,2}``, each
+    behind ``prefix``; no squeeze-and-excitation, no classifier head).
+
+    Permutations, named after the module that writes the channels:
+
+    - ``"_blocks.{i}"``: the *expanded* channels of MBConv block ``i`` (expand ratio > 1):
+      rows of ``_expand_conv``, its BN ``_bn0`` (affine and running statistics), the
+      depthwise conv's channels and its BN ``_bn1``, and the input axis of
+      ``_project_conv``. ReLU6 and the depthwise conv act per channel, so any order works.
+    - ``"_conv_stem"`` (``permute_stem``): the stem's output channels: the stem conv's rows,
+      ``_bn0``, and the first block, which has no expansion: its depthwise conv and ``_bn1``
+      channels and ``_project_conv``'s input axis. The stem output feeds no residual sum
+      (32 -> 16 channels).
+    - ``"stage{s}"`` (``permute_streams``, off by default): the output stream of a stage
+      that is *not* returned (``s`` not in ``out_indices``: stages 0, 3 and 5 of Lite0, 16,
+      80 and 192 channels). All blocks of a stage share it (identity skips sum into it):
+      rows of each block's ``_project_conv`` and ``_bn2``, and the input axis of the next
+      block's ``_expand_conv``. The streams of returned stages are never permuted, so the
+      four features keep their channel order and the decode head needs no change.
+
+    The RGB input axis of the stem is never permuted. Blocks without expansion have no
+    expanded channels. ``num_batches_tracked`` is scalar and unpermuted.
+
+    Without streams every permutation touches unpermuted block inputs and outputs only (the
+    stem's also block 1's expansion), so weight matching solves each almost independently
+    and recovers a planted permutation exactly. With ``permute_streams`` a stream couples all
+    blocks of its stage and the next expansion; on random networks the coordinate descent
+    was seen to stop in a local optimum there for some visit orders (``seed``).
+    """
+    if any(not 0 <= s < len(stages) for s in out_indices):
+        raise ValueError(f"out_indices {out_indices} outside the {len(stages)} stages")
+    axes: dict[str, Axes] = {}
+
+    def conv(name: str, out: str | None, inp: str | None) -> None:
+        axes[f"{prefix}{name}.weight"] = (out, inp, None, None)
+
+    def batchnorm(name: str, channels: str | None) -> None:
+        for field in ("weight", "bias", "running_mean", "running_var"):
+            axes[f"{prefix}{name}.{field}"] = (channels,)
+        axes[f"{prefix}{name}.num_batches_tracked"] = ()
+
+    stem = "_conv_stem" if permute_stem else None
+    conv("_conv_stem", stem, None)
+    batchnorm("_bn0", stem)
+    previous, index = stem, 0
+    for stage, (repeats, _stride, expand, _width) in enumerate(stages):
+        stream = f"stage{stage}" if permute_streams and stage not in out_indices else None
+        for repeat in range(repeats):
+            block = f"_blocks.{index}"
+            block_in = previous if repeat == 0 else stream
+            if expand != 1:
+                inner = block
+                conv(f"{block}._expand_conv", inner, block_in)
+                batchnorm(f"{block}._bn0", inner)
+            else:
+                inner = block_in  # the depthwise conv acts on the block's input channels
+            # Depthwise: weight (channels, 1, k, k); its channel axis is its output axis.
+            conv(f"{block}._depthwise_conv", inner, None)
+            batchnorm(f"{block}._bn1", inner)
+            conv(f"{block}._project_conv", stream, inner)
+            batchnorm(f"{block}._bn2", stream)
+            index += 1
+        previous = stream
     return PermutationSpec.from_axes(axes)
 
 

