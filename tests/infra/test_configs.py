@@ -26,6 +26,7 @@ CONFIGS = ROOT / "configs"
 # Values a primary config leaves mandatory (``???``) and interpolates elsewhere.
 REQUIRED = {
     "merge": ["name=check", "members=[a.pth,b.pth]"],
+    "statistics": ["model=runs/train/gta2cs_mini_lite0_daformer_shared_s0", "domain=cityscapes"],
 }
 # Groups that no defaults list names: they are appended on the command line (``+group=``).
 APPENDED = {"classify": "classify"}
@@ -195,6 +196,12 @@ def test_every_study_model_composes_into_a_training_config_at_every_scale(study,
         assert {curve["a"], curve["b"]} <= set(models), f"{study}: curve between untrained models {curve}"
     if spec.get("subsets"):
         assert set(spec["subsets"]["members"]) <= set(models)
+    for setting in (spec.get("settings") or {}).values():  # the methods study
+        assert set(setting["members"]) <= set(models) and set(setting["domains"]) <= set(spec["domains"])
+    for method in (spec.get("methods") or {}).values():
+        assert method.get("ensemble") or (CONFIGS / "fusion" / f"{method['fusion']}.yaml").exists(), method
+    if spec.get("alignment"):
+        assert {spec["alignment"]["a"], spec["alignment"]["b"]} <= set(models)
     from experiments.pipeline.stages import row_of
 
     for label, overrides in models.items():

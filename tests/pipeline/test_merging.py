@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import fusion
+from safetensors.torch import save_file
 from experiments.pipeline.merging import run_merge
 from experiments.infra.runs import sha256_file
 
@@ -34,16 +35,18 @@ def _network(seed):
 
 @pytest.fixture()
 def members(tmp_path):
-    """Two training checkpoints as DAFormer writes them: student, teacher, ImageNet model."""
+    """Two training checkpoints as DAFormer writes them (student, teacher, ImageNet model), each
+    beside the initial weights its run starts from (theta_0, shared)."""
     imagenet = _network(100)
     paths = []
     for seed in range(2):
         state = {f"model.{k}": v for k, v in _network(seed).items()}
         state.update({f"ema_model.{k}": v for k, v in _network(seed + 10).items()})
-        state.update({f"imnet_model.{k}": v for k, v in imagenet.items()})
+        state.update({f"imnet_model.{k}": v for k, v in _network(200).items()})
         path = tmp_path / f"member{seed}" / "model.pth"
         path.parent.mkdir()
         torch.save({"state_dict": state, "meta": {"segmentor": "mini_r18"}}, path)
+        save_file(imagenet, str(path.parent / "initial.safetensors"))
         paths.append(path)
     return paths
 
@@ -130,6 +133,28 @@ def test_regmean_and_fisher_read_one_statistic_file_per_member(tmp_path, members
         merged = fusion.load_checkpoint(run_dir / "merged.safetensors")
         for k, v in expected.items():
             torch.testing.assert_close(merged[k], v, rtol=1e-6, atol=1e-6)
+
+
+def test_task_vectors_start_from_the_members_initial_weights_or_the_named_network(tmp_path, members):
+    students = [_network(0), _network(1)]
+    run_dir = run_merge(_config(tmp_path, members, "task_arithmetic", "name=initial"))
+    expected = fusion.task_arithmetic(_network(100), students, 0.5)
+    merged = fusion.load_checkpoint(run_dir / "merged.safetensors")
+    assert all(torch.equal(merged[k], expected[k]) for k in expected)
+    run_dir = run_merge(_config(tmp_path, members, "task_arithmetic", "name=imnet", "fusion.base_network=imagenet"))
+    expected = fusion.task_arithmetic(_network(200), students, 0.5)
+    merged = fusion.load_checkpoint(run_dir / "merged.safetensors")
+    assert all(torch.equal(merged[k], expected[k]) for k in expected)
+
+
+def test_members_from_different_starts_share_no_task_vector_base(tmp_path, members):
+    save_file(_network(300), str(members[1].parent / "initial.safetensors"))
+    with pytest.raises(ValueError, match="started from different weights"):
+        run_merge(_config(tmp_path, members, "ties", "name=different"))
+    (members[1].parent / "initial.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="initial.safetensors"):
+        run_merge(_config(tmp_path, members, "ties", "name=absent"))
+    assert run_merge(_config(tmp_path, members, "midpoint", "name=fine")).is_dir()  # needs no theta_0
 
 
 def test_bad_configs_are_refused(tmp_path, members):

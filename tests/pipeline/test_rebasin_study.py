@@ -120,9 +120,10 @@ def test_a_second_run_trains_evaluates_and_matches_nothing_again(study):
     assert [str(f) for f in study["second"]["files"]] == [str(f) for f in study["first"]["files"]]
 
 
-def test_the_backbone_spec_permutes_mini_r18_without_changing_its_function():
+@pytest.mark.parametrize("segmentor", ["mini_r18", "mini_lite0"])
+def test_the_backbone_spec_permutes_the_backbone_without_changing_its_function(segmentor):
     torch.manual_seed(0)
-    model = build_segmentor("mini_r18").eval()
+    model = build_segmentor(segmentor).eval()
     for name, buffer in model.named_buffers():
         if name.endswith("running_var"):
             buffer.uniform_(0.5, 2.0)
@@ -137,4 +138,5 @@ def test_the_backbone_spec_permutes_mini_r18_without_changing_its_function():
     with torch.inference_mode():
         expected = segment(model, x)
         model.load_state_dict(permuted)
-        assert torch.allclose(segment(model, x), expected, atol=1e-4, rtol=1e-4)
+        scale = expected.abs().max()
+        assert torch.allclose(segment(model, x), expected, atol=1e-4 * max(1.0, float(scale)), rtol=1e-4)
