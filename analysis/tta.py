@@ -1,24 +1,43 @@
-"""Tables and figures of the TTA experiment, from its records (``records.json``).
+"""Tables, figures and claims of the TTA experiment, from its records (``records.json``).
 
 - ``tta_main``: per model and method, the harmonic mean H of mIoU over the target
   domains in each stream setting (mean ± std over seeds);
 - ``tta_domains.csv``: every (seed, model, method, setting, domain) mIoU;
-- ``tta_claims``: SAR's claims checked on the measured numbers (differences of means);
-- ``tta_batch_size.pdf``: mixed-stream mIoU against batch size, one panel per model;
-- ``tta_stream.pdf``: running mIoU along the mixed stream at the smallest batch size
-  (the setting where entropy minimisation is most prone to collapse);
-- ``tta_merging`` / ``tta_merging_verdict``: the pipeline's models with and without TTA
-  (``write_merging_tables``): does TTA on a merged model beat merging alone and TTA alone?
-  The verdict subtracts, per seed, (a) the merged model without TTA and (b) the best single
-  model with the same TTA method (best by seed-mean H, chosen on these very numbers, which
-  favours the single model); (k/n) counts the seeds where the merged model with TTA is
-  ahead; "yes" / "no" only when the mean clears TIE and all seeds agree, else "tie" or
-  "seeds disagree";
-- ``README.md``: all tables with the verdicts they support and the run's cost.
+- ``tta_claims``: every claim below with its per-seed paired differences, their mean, 2 SE,
+  the seeds and the verdict of the project's one pre-declared rule
+  (``analysis.verdicts.judge``: held when mean > 2 SE, not held when mean < -2 SE, else
+  inconclusive), whichever way it falls;
+- ``tta_batch_size.pdf``: mixed-stream mIoU against batch size, one panel per model (when
+  the batch-size sweep runs);
+- ``tta_stream.pdf``: running mIoU along the mixed stream at the smallest swept batch size;
+- ``tta_merging`` / ``tta_merging_verdict``: the pipeline's models with and without TTA and
+  claim (d) per (setting, TTA method);
+- ``README.md``: the learning-rate rules with their sources, the streams, the rule, all
+  tables and claims, the run's cost.
+
+The claims, fixed before any run (per seed s, H is the harmonic mean over the domains of
+the model's mIoU in the setting; every claim is a paired per-seed difference d_s that the
+claim says is > 0):
+
+(a) "Tent collapses" (SAR, Niu et al. 2023, Sec. 4), per model and wild setting (mixed,
+    batch1, imbalance, corrupted): d = H(no TTA) - H(Tent);
+(b) "SAR beats Tent" (SAR, Sec. 5), per model and wild setting: d = H(SAR) - H(Tent);
+(c) "BN-adapt beats no TTA" (Schneider et al. 2020), per BatchNorm model and setting:
+    d = H(BN-adapt) - H(no TTA) (a model without BatchNorm has nothing to adapt);
+(d) merging part, per setting and TTA method M: d = H(merged + M) - H(merged alone), and
+    d = H(merged + M) - H(best single model + M), the best single model being the one with
+    the highest seed-mean H under M in that setting, picked on these very numbers (which
+    favours the single model, i.e. makes the claim harder to hold);
+(e) "batch-free normalisation is more stable across settings than BatchNorm" (SAR, Sec. 4),
+    per batch-free (GN / LN) model, BatchNorm model and TTA method M. Stability of a model
+    under M, per seed: its worst gain over no TTA across the wild settings,
+    W_s = min over wild settings w of [H_s(M, w) - H_s(no TTA, w)] (SAR's failure mode is TTA
+    falling below no adaptation in some wild setting); d = W_s(GN/LN) - W_s(BN).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,10 +47,42 @@ from analysis.figures import STYLE, plt, save_figure
 from analysis.io import render_csv, write_text_atomic
 from analysis.metrics import harmonic_mean
 from analysis.tables import Summary, render_markdown, write_table
+from analysis.verdicts import HELD, INCONCLUSIVE, NOT_HELD, RULE, Verdict, judge
 
 LABELS = {"source": "no TTA", "bn_adapt": "BN-adapt", "tent": "Tent", "eata": "EATA", "sar": "SAR"}
 SETTING_LABELS = {"single": "single shift", "mixed": "mixed shifts", "batch1": "batch size 1",
                   "imbalance": "label imbalance", "corrupted": "mixed + corruptions"}
+WILD = ("mixed", "batch1", "imbalance", "corrupted")
+BATCH_FREE = ("gn", "ln")
+CLAIM_TITLES = {
+    "a": "Tent collapses (no TTA H − Tent H)",
+    "b": "SAR beats Tent (SAR H − Tent H)",
+    "c": "BN-adapt beats no TTA (BN-adapt H − no TTA H)",
+    "d": "merged + TTA beats merged alone, and the best single model with the same TTA",
+    "e": "batch-free norm more stable than BatchNorm (worst wild-setting gain over no TTA, GN/LN − BN)",
+}
+# The learning rates (experiments/tta/common.py:sar_lr), with their sources; this module
+# does not import the experiments layer, so the rule is restated here and tested against it.
+LR_RULES = [
+    "Tent (Wang et al., ICLR 2021, Sec. 4, ImageNet-C): SGD, momentum 0.9, lr 0.00025 at batch 64; "
+    "no rule for other batch sizes (the released DequanWang/tent code has only a CIFAR-10-C example, "
+    "Adam 1e-3 at batch 128).",
+    "EATA (Niu et al., ICML 2022, Sec. 5): SGD, momentum 0.9, lr 0.00025 at batch 64; the released "
+    "mr-eggplant/EATA main.py hard-codes 0.00025 whatever the batch size.",
+    "SAR (Niu et al., ICLR 2023): the released mr-eggplant/SAR main.py, which runs Tent, EATA and SAR "
+    "in the wild-world settings, sets for BN and GN ResNets `lr = (0.00025 / 64) * bs * 2 if bs < 32 "
+    "else 0.00025` (0.00025 x B / 32 below batch 32, 0.00025 from 32 up, so 0.00025 at Tent's and "
+    "EATA's batch 64) and doubles SAR's rate at batch size 1 (`exp_type == 'bs1'`: \"double lr for sar "
+    "under bs=1\").",
+    "Here, as in SAR's wild-world protocol, every method takes SAR's rule (experiments/tta/common.py "
+    "`sar_lr`). No TTA hyper-parameter is chosen on TTA results.",
+]
+
+
+def sar_lr(batch_size: int, method: str = "tent", base_lr: float = 0.00025) -> float:
+    """SAR's learning-rate rule, restated (tests pin it to ``experiments.tta.common.sar_lr``)."""
+    lr = (base_lr / 64) * batch_size * 2 if batch_size < 32 else base_lr
+    return 2 * lr if method == "sar" and batch_size == 1 else lr
 
 
 def _domain_scores(records: Sequence[dict]) -> dict[tuple, dict[str, float]]:
@@ -54,31 +105,171 @@ def summaries(records: Sequence[dict]) -> dict[tuple[str, str, str], Summary]:
     return cells
 
 
-TIE = 0.1  # mIoU points: differences below the table's displayed precision count as equal
+def seed_h(records: Sequence[dict]) -> dict[tuple[str, str, str], dict[int, float]]:
+    """(model, method, setting) -> seed -> H over the domains of that stream setting."""
+    out: dict[tuple[str, str, str], dict[int, float]] = {}
+    for (seed, model, method, setting), scores in _domain_scores(records).items():
+        out.setdefault((model, method, setting), {})[int(seed)] = harmonic_mean(list(scores.values()))
+    return out
 
 
-def _verdict(difference: float, claim_sign: int) -> str:
-    if abs(difference) < TIE:
-        return "no difference"
-    return "held" if difference * claim_sign > 0 else "reversed"
+# ----------------------------------------------------------------- claims
+@dataclass(frozen=True)
+class Claim:
+    """One judged claim: which (a-e), where it was measured, and its verdict."""
+
+    key: str
+    part: str
+    model: str
+    setting: str
+    method: str
+    verdict: Verdict
+
+    @property
+    def seeds(self) -> int:
+        return len(self.verdict.differences)
 
 
-def _claims(cells: Mapping[tuple[str, str, str], Summary], models: list[str], settings: list[str]) -> list[list[str]]:
-    """SAR's claims per model and wild setting: Tent falls below no TTA (Sec. 4), SAR beats
-    Tent (Sec. 5); |difference| < TIE reads as no difference."""
-    rows = []
-    for model in models:
-        for setting in (s for s in settings if s != "single"):
-            get = lambda m: cells.get((model, m, setting), Summary()).mean  # noqa: E731
-            tent, sar, src = get("tent"), get("sar"), get("source")
-            rows.append([model, SETTING_LABELS[setting], f"{tent - src:+.2f}", _verdict(tent - src, -1),
-                         f"{sar - tent:+.2f}", _verdict(sar - tent, +1)])
-    return rows
+def _judge(statement: str, claimed: Mapping[int, float], other: Mapping[int, float]) -> Verdict | None:
+    """``judge`` on the seeds both series have (sorted); None when they share none."""
+    seeds = sorted(set(claimed) & set(other))
+    if not seeds:
+        return None
+    return judge(statement, [claimed[s] for s in seeds], [other[s] for s in seeds])
+
+
+def _norms(records: Sequence[dict]) -> dict[str, str]:
+    return {r["model"]: str(r.get("norm", "bn")) for r in records}
+
+
+def bn_adapt_claims(records: Sequence[dict], settings: Sequence[str], part: str) -> list[Claim]:
+    """(c) per BatchNorm model and setting."""
+    h, out = seed_h(records), []
+    for model, norm in _norms(records).items():
+        if norm != "bn":
+            continue
+        for setting in settings:
+            a, b = h.get((model, "bn_adapt", setting)), h.get((model, "source", setting))
+            if a and b:
+                v = _judge(f"BN-adapt beats no TTA ({model}, {SETTING_LABELS.get(setting, setting)})", a, b)
+                if v:
+                    out.append(Claim("c", part, model, setting, "bn_adapt", v))
+    return out
+
+
+def stability(h: Mapping[tuple[str, str, str], Mapping[int, float]], model: str, method: str,
+              settings: Sequence[str]) -> dict[int, float]:
+    """Per seed, the worst gain of ``method`` over no TTA across ``settings`` (claim (e));
+    only seeds measured in every setting."""
+    gains: dict[int, list[float]] = {}
+    for setting in settings:
+        ours, base = h.get((model, method, setting), {}), h.get((model, "source", setting), {})
+        for seed in set(ours) & set(base):
+            gains.setdefault(seed, []).append(ours[seed] - base[seed])
+    return {seed: min(g) for seed, g in gains.items() if len(g) == len(settings)}
+
+
+def norms_claims(records: Sequence[dict], settings: Sequence[str]) -> list[Claim]:
+    """Claims (a), (b), (c) and (e) on the norms part's records (see the module docstring)."""
+    h = seed_h(records)
+    norms = _norms(records)
+    wild = [s for s in settings if s in WILD]
+    out: list[Claim] = []
+    for model in norms:
+        for setting in wild:
+            label = SETTING_LABELS[setting]
+            tent, src, sar = (h.get((model, m, setting)) for m in ("tent", "source", "sar"))
+            if tent and src:
+                v = _judge(f"Tent collapses: H below no TTA's ({model}, {label})", src, tent)
+                if v:
+                    out.append(Claim("a", "norms", model, setting, "tent", v))
+            if sar and tent:
+                v = _judge(f"SAR beats Tent ({model}, {label})", sar, tent)
+                if v:
+                    out.append(Claim("b", "norms", model, setting, "sar", v))
+    out += bn_adapt_claims(records, settings, "norms")
+    methods = list(dict.fromkeys(r["method"] for r in records if r["method"] != "source"))
+    batch_norm = [m for m, n in norms.items() if n == "bn"]
+    for free in (m for m, n in norms.items() if n in BATCH_FREE):
+        for bn_model in batch_norm:
+            for method in methods:
+                a, b = stability(h, free, method, wild), stability(h, bn_model, method, wild)
+                v = _judge(f"{free} more stable than {bn_model} under {LABELS.get(method, method)} "
+                           "(worst wild-setting gain over no TTA)", a, b) if wild else None
+                if v:
+                    out.append(Claim("e", "norms", f"{free} vs {bn_model}", "worst of " + "/".join(wild), method, v))
+    return out
+
+
+def best_single(h: Mapping[tuple[str, str, str], Mapping[int, float]], singles: Sequence[str], method: str,
+                setting: str) -> str | None:
+    """The single model with the highest seed-mean H under ``method`` in ``setting``."""
+    scored = [(float(np.mean(list(h[(m, method, setting)].values()))), m) for m in singles
+              if h.get((m, method, setting))]
+    return max(scored)[1] if scored else None
+
+
+def merging_claims(records: Sequence[dict], merged: str, methods: Sequence[str], settings: Sequence[str]
+                   ) -> list[Claim]:
+    """Claim (d) per (setting, TTA method): merged + TTA against merged alone and against the
+    best single model with the same TTA; then (c) for the part's BatchNorm models."""
+    h = seed_h([r for r in records if r.get("part") == "merging"])
+    models = list(dict.fromkeys(k[0] for k in h))
+    singles = [m for m in models if m != merged]
+    out = []
+    for setting in settings:
+        label = SETTING_LABELS.get(setting, setting)
+        for method in (m for m in methods if m != "source"):
+            ours = h.get((merged, method, setting))
+            if not ours:
+                continue
+            alone = h.get((merged, "source", setting))
+            if alone:
+                v = _judge(f"{merged} + {LABELS.get(method, method)} beats {merged} alone ({label})", ours, alone)
+                if v:
+                    out.append(Claim("d", "merging", merged, setting, method, v))
+            best = best_single(h, singles, method, setting)
+            if best:
+                v = _judge(f"{merged} + {LABELS.get(method, method)} beats the best single model + "
+                           f"{LABELS.get(method, method)} ({best}, {label})", ours, h[(best, method, setting)])
+                if v:
+                    out.append(Claim("d", "merging", f"{merged} vs {best}", setting, method, v))
+    return out
+
+
+def _two_se(v: Verdict, digits: int = 2) -> str:
+    return "–" if v.standard_error != v.standard_error else f"{2 * v.standard_error:.{digits}f}"
+
+
+CLAIM_HEADER = ["Claim", "Statement", "Mean difference", "2 SE", "Seeds", "Verdict"]
+CLAIM_CSV_HEADER = ["claim", "part", "model", "setting", "method", "statement", "mean_difference", "two_se",
+                    "seeds", "verdict", "differences"]
+
+
+def claim_rows(claims: Sequence[Claim]) -> tuple[list[list[str]], list[list[Any]]]:
+    shown = [[f"({c.key})", c.verdict.claim, f"{c.verdict.mean:+.3f}", _two_se(c.verdict, 3), str(c.seeds),
+              c.verdict.verdict] for c in claims]
+    raw = [[c.key, c.part, c.model, c.setting, c.method, c.verdict.claim, round(c.verdict.mean, 4),
+            "" if c.verdict.standard_error != c.verdict.standard_error else round(2 * c.verdict.standard_error, 4),
+            c.seeds, c.verdict.verdict, " ".join(f"{d:.4f}" for d in c.verdict.differences)] for c in claims]
+    return shown, raw
+
+
+def claim_counts(claims: Sequence[Claim]) -> list[str]:
+    """One line per claim letter: how many of its cells held / not held / inconclusive."""
+    lines = []
+    for key, title in CLAIM_TITLES.items():
+        mine = [c for c in claims if c.key == key]
+        if mine:
+            counts = {v: sum(c.verdict.verdict == v for c in mine) for v in (HELD, NOT_HELD, INCONCLUSIVE)}
+            lines.append(f"- ({key}) {title}: held in {counts[HELD]}, not held in {counts[NOT_HELD]}, "
+                         f"inconclusive in {counts[INCONCLUSIVE]} of {len(mine)}.")
+    return lines
 
 
 def write_report(records: Sequence[dict], cfg: Mapping[str, Any], out_dir: str | Path, note: str = "",
                  missing: Sequence[str] = (), timing: Mapping[str, float] | None = None) -> list[Path]:
-    """Tables, figures and README.md of one run; ``missing``: pipeline models skipped,
+    """Tables, figures, claims and README.md of one run; ``missing``: pipeline models skipped,
     ``timing``: ``{"wall_s", "cpu_s"}`` of the run."""
     out_dir = Path(out_dir)
     everything, records = records, [r for r in records if r.get("part", "norms") == "norms"]
@@ -95,39 +286,28 @@ def write_report(records: Sequence[dict], cfg: Mapping[str, Any], out_dir: str |
             csv_rows.append([model, method, len(row_cells[0].values),
                              *(v for c in row_cells for v in (round(c.mean, 3), round(c.std, 3)))])
     csv_header = ["model", "method", "seeds", *(f"{s}_{k}" for s in settings for k in ("mean", "std"))]
-    caption = ("Test-time adaptation on the miniature's four targets: H of mIoU (%) over the domains, "
+    domains = ", ".join(cfg.get("domains") or [])
+    caption = (f"Test-time adaptation on the targets ({domains}): H of mIoU (%) over the domains, "
                f"mean ± std over {len(cfg['seeds'])} seed(s)")
-    outputs = write_table(out_dir / "tta_main", header, rows, csv_header, csv_rows, caption, note)
+    outputs = write_table(out_dir / "tta_main", header, rows, csv_header, csv_rows, caption, note) if rows else []
 
-    domain_rows = [[*key, d, round(v, 3)] for key, scores in _domain_scores(records).items()
+    domain_rows = [[*key, d, round(v, 3)] for key, scores in _domain_scores(everything).items()
                    for d, v in scores.items()]
     write_text_atomic(out_dir / "tta_domains.csv",
                       render_csv(["seed", "model", "method", "setting", "domain", "miou"], domain_rows))
     outputs.append(out_dir / "tta_domains.csv")
-    claim_rows = _claims(cells, models, settings)
-    outputs += write_table(out_dir / "tta_claims",
-                           ["Model", "Setting", "Tent − no TTA", "Tent collapses", "SAR − Tent", "SAR beats Tent"],
-                           claim_rows, ["model", "setting", "tent_minus_source", "tent_collapses",
-                                        "sar_minus_tent", "sar_beats_tent"], claim_rows,
-                           "SAR's claims on the measured H (differences of seed means, mIoU points)", note)
     outputs += list(_figures(records, models, methods, out_dir, note))
-    merging_files, merging_lines = write_merging_tables(everything, cfg, out_dir, note)
+    merging_files, merging_lines, merging_claim_list = write_merging_tables(everything, cfg, out_dir, note)
     outputs += merging_files
-    readme = _readme(cfg, note, render_markdown(header, rows, caption, ""),
-                     render_markdown(["Model", "Setting", "Tent − no TTA", "Tent collapses", "SAR − Tent",
-                                      "SAR beats Tent"], claim_rows, "SAR's claims (differences of seed means, "
-                                     "mIoU points; |difference| < 0.1 counts as none)", ""),
-                     claim_rows, cells, models, settings, merging_lines, missing, timing, records, out_dir,
-                     everything)
+    claims = sorted(norms_claims(records, settings) + merging_claim_list, key=lambda c: c.key)  # stable: (a)..(e)
+    shown, raw = claim_rows(claims)
+    claims_caption = f"Claims and their pre-declared verdicts ({RULE}); differences in H points"
+    outputs += write_table(out_dir / "tta_claims", CLAIM_HEADER, shown, CLAIM_CSV_HEADER, raw, claims_caption, note)
+    readme = _readme(cfg, note, render_markdown(header, rows, caption, "") if rows else "",
+                     render_markdown(CLAIM_HEADER, shown, claims_caption, "") if shown else "", claims,
+                     merging_lines, missing, timing, records, out_dir, everything)
     write_text_atomic(out_dir / "README.md", readme)
     return outputs + [out_dir / "README.md"]
-
-
-def _stability(cells: Mapping[tuple[str, str, str], Summary], model: str, settings: list[str]) -> float:
-    """Largest spread (max − min over the stream settings) of any TTA method's H."""
-    spreads = [np.ptp([cells[(model, m, s)].mean for s in settings]) for m in ("bn_adapt", "tent", "eata", "sar")
-               if all((model, m, s) in cells for s in settings)]
-    return float(max(spreads)) if spreads else float("nan")
 
 
 def _gradient_gap(records: Sequence[dict]) -> float | None:
@@ -153,43 +333,85 @@ def _sweep_lines(records: Sequence[dict]) -> list[str]:
             "tta_batch_size.csv): " + "; ".join(parts) + "."]
 
 
-def _readme(cfg, note, main_md, claims_md, claim_rows, cells, models, settings, merging_lines, missing,
-            timing, records, out_dir: Path, all_records: Sequence[dict] = ()) -> str:
+def _learning_rates(records: Sequence[dict]) -> str:
+    """The learning rates the records ran with, per method and batch size."""
+    used: dict[tuple[str, int], set] = {}
+    for r in records:
+        if r.get("lr") is not None:
+            used.setdefault((r["method"], int(r["batch_size"])), set()).add(float(r["lr"]))
+    if not used:
+        return ""
+    parts = [f"{LABELS.get(m, m)} at batch {b}: {', '.join(f'{v:.4g}' for v in sorted(vs))}"
+             for (m, b), vs in sorted(used.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+    return "Learning rates used (from the records): " + "; ".join(parts) + "."
+
+
+def _stream_lines(cfg: Mapping[str, Any], part: str) -> str:
+    sizes = (cfg.get("stream_images") or {}).get(part) or {}
+    if not sizes:
+        return ""
+    order = [d for d in cfg.get("domains") or [] if d in sizes] + [d for d in sizes if d not in (cfg.get("domains") or [])]
+    per = "; ".join(f"{d} " + " + ".join(f"{n} {split}" for split, n in sizes[d].items()) for d in order)
+    return f"Stream images per target (labelled images of the splits used): {per}."
+
+
+def _readme(cfg, note, main_md, claims_md, claims, merging_lines, missing, timing, records, out_dir: Path,
+            all_records: Sequence[dict] = ()) -> str:
     import json
 
-    collapses = sum(r[3] == "held" for r in claim_rows)
-    sar_wins = sum(r[5] == "held" for r in claim_rows)
     resets = sum(r.get("recoveries", 0) for r in records)
-    spread = {m: _stability(cells, m, settings) for m in models}
+    sar_options = (cfg.get("method_options") or {}).get("sar") or {}
+    settings = [s for s in cfg["settings"]]
     lines = ["# Test-time adaptation on the miniature (measured)", "", f"> {note}" if note else "", "",
-             "`python -m experiments.adapt` (configs/adapt.yaml; this file is written by "
-             "analysis/tta.py). Methods at the papers' defaults (SGD momentum 0.9, lr 0.00025 x B/64, "
+             "`python -m experiments.adapt` (configs/adapt.yaml; this file is written by analysis/tta.py). "
+             f"Seeds {list(cfg['seeds'])}, batch {cfg['batch_size']} (batch 1 in the batch-size-1 setting), "
              f"E_0 = 0.4 ln {cfg['classes']}, EATA eps 0.05 and lambda 2000, SAR rho 0.05, "
-             f"e_m {cfg['method_options'].get('sar', {}).get('reset_threshold', 0.2)}), "
-             f"lr multiplier {cfg.get('lr_multiplier', 1.0)}, seeds {list(cfg['seeds'])}, batch {cfg['batch_size']}."]
+             f"e_m {sar_options.get('reset_threshold', 0.2)}, SAR frozen: {list(sar_options.get('exclude') or [])}, "
+             f"lr multiplier {cfg.get('lr_multiplier', 1.0)}.", ""]
     if timing:
         lines.append(f"Run time {timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} min CPU "
                      f"({cfg.get('threads', 1)} thread(s)); source models reused when cached.")
-    lines += ["", "## Normalisation variants in wild streams (SAR's claims)", "",
-              f"Source-only `mini_r18` per normalisation, {cfg['images_per_domain']} val images per target "
-              "domain, H of mIoU over the domains.", "", main_md, claims_md,
-              f"- Tent falls below no TTA (SAR, Sec. 4) in {collapses} of {len(claim_rows)} (model, wild setting) "
-              f"cells; SAR beats Tent by >= 0.1 in {sar_wins} of {len(claim_rows)}; SAR recovery resets: {resets}.",
-              "- Largest spread of a TTA method's H across the stream settings (smaller = more stable): "
-              + ", ".join(f"{m} {v:.2f}" for m, v in spread.items()) + "."]
-    lines += _sweep_lines(records)
+        lines.append("")
+    lines += ["## Learning rates and their sources", "", *(f"- {line}" for line in LR_RULES)]
+    used = _learning_rates(all_records)
+    if used:
+        lines.append(f"- {used}")
+    lines += ["", "## Verdicts", "",
+              f"One pre-declared rule decides every claim (analysis/verdicts.py): {RULE}. The claims and how "
+              "each is measured per seed are fixed in analysis/tta.py's docstring before any run; "
+              "tta_claims.csv holds every per-seed difference. The rule has no minimum effect size: a "
+              "difference of a few thousandths of a point that every seed shares is held (or not held) as "
+              "firmly as a large one, so read each verdict beside its mean difference.", "",
+              "- (e) measures stability per seed as the worst gain of the TTA method over no TTA across the "
+              f"wild settings ({', '.join(s for s in settings if s in WILD)}): W_s = min_w [H_s(method, w) − "
+              "H_s(no TTA, w)]; the claim compares W_s of the GN/LN model with W_s of the BN model seed by "
+              "seed. A model without BatchNorm gets exactly 0 from BN-adapt (nothing to adapt).", "",
+              *claim_counts(claims), ""]
+    if claims_md:
+        lines += [claims_md]
+    if main_md:
+        lines += ["## Normalisation variants in wild streams (SAR's claims)", "",
+                  f"Source-only `mini_r18` per normalisation ({', '.join(cfg.get('norms') or [])}), trained on the "
+                  "GTA-like source; streams from the splits " + str(list(cfg.get("splits") or ["val"])) + ", "
+                  + ("all labelled images" if not cfg.get("images_per_domain") else
+                     f"{cfg['images_per_domain']} images") + " per target; H of mIoU over the domains.",
+                  _stream_lines(cfg, "norms"), "", main_md,
+                  f"- SAR recovery resets over all streams: {resets}."]
+        lines += _sweep_lines(records)
     if merging_lines:
         merging = cfg.get("merging") or {}
         lines += ["", "## TTA on the pipeline's models: merging + TTA", "",
-                  f"Models from the study pipeline's run folders (runs_root `{cfg['runs_root']}`), "
-                  f"{merging.get('images_per_domain') or 'all'} val images per target; seed s adapts the seed-s "
-                  "models. The best single model is picked on these numbers, which favours TTA alone.", "",
-                  *merging_lines]
+                  f"Models from the study pipeline's run folders (runs_root `{cfg['runs_root']}`); streams from "
+                  f"the splits {list(merging.get('splits') or cfg.get('splits') or ['val'])}, "
+                  + ("all labelled images" if not merging.get("images_per_domain") else
+                     f"{merging['images_per_domain']} images") + " per target; seed s adapts the seed-s models. "
+                  "The best single model is picked on these numbers, which favours TTA alone.",
+                  _stream_lines(cfg, "merging"), "", *merging_lines]
     gap = _gradient_gap(all_records)
     if gap is not None:
-        lines += ["", f"- Every stream, both parts: Tent, EATA and SAR end within {gap:.3f} mIoU of BN-adapt on the "
-                  "same stream, i.e. at the papers' learning rates and these stream lengths their gain over no TTA "
-                  "is the test-batch statistics."]
+        lines += ["", f"- Every stream, both parts: the largest difference between a gradient method (Tent, EATA, "
+                  f"SAR) and BN-adapt on the same stream is {gap:.3f} mIoU; where it is near 0 the gradient "
+                  "methods' gain over no TTA is the test-batch statistics alone."]
     if missing:
         lines += ["", "Skipped (run folder missing or unfinished): " + ", ".join(f"`{m}`" for m in missing)]
     benches = sorted(out_dir.glob("benchmark_adapt_*.json"))
@@ -251,16 +473,26 @@ def _figures(records: Sequence[dict], models: list[str], methods: list[str], out
                                ["model", "method", "images", "running_miou", "batch_miou"], data, note)
 
 
+REPORT_INPUTS = "report_inputs.json"
+
+
+def rerender(out_dir: str | Path) -> list[Path]:
+    """Write the report again from ``records.json`` and ``report_inputs.json`` (the
+    configuration, note, skipped models and timing the run wrote beside them), e.g. after
+    a change to this module: ``python -m analysis.tta results/tta``."""
+    import json
+
+    out_dir = Path(out_dir)
+    records = json.loads((out_dir / "records.json").read_text())
+    inputs = json.loads((out_dir / REPORT_INPUTS).read_text())
+    return write_report(records, inputs["cfg"], out_dir, inputs.get("note", ""), inputs.get("missing") or [],
+                        inputs.get("timing"))
+
+
 # ----------------------------------------------------------------- merging part
 def merging_scores(records: Sequence[dict]) -> dict[tuple, dict[str, float]]:
     """(seed, model, method, setting) -> domain -> mIoU, merging part only."""
-    out: dict[tuple, dict[str, float]] = {}
-    for r in records:
-        if r.get("part") != "merging" or r["setting"] == "sweep":
-            continue
-        values = r["per_domain"] if r["stream"] == "mixed" else {r["stream"]: r["metric"]}
-        out.setdefault((r["seed"], r["model"], r["method"], r["setting"]), {}).update(values)
-    return out
+    return _domain_scores([r for r in records if r.get("part") == "merging"])
 
 
 def _h(table: Mapping[tuple, dict[str, float]], seed: int, model: str, method: str, setting: str) -> float:
@@ -268,42 +500,28 @@ def _h(table: Mapping[tuple, dict[str, float]], seed: int, model: str, method: s
     return harmonic_mean(list(values.values())) if values else float("nan")
 
 
-def verdict_rows(records: Sequence[dict], merged: str, methods: Sequence[str], settings: Sequence[str]
-                 ) -> list[list[Any]]:
-    """One row per (setting, TTA method): see the module docstring."""
-    table = merging_scores(records)
-    seeds = sorted({k[0] for k in table})
-    models = list(dict.fromkeys(k[1] for k in table))
-    singles = [m for m in models if m != merged]
-    rows = []
-    for setting in settings:
-        for method in (m for m in methods if m != "source"):
-            merged_tta = np.array([_h(table, s, merged, method, setting) for s in seeds])
-            merged_only = np.array([_h(table, s, merged, "source", setting) for s in seeds])
-            best = max(singles, key=lambda m: np.nanmean([_h(table, s, m, method, setting) for s in seeds]))
-            single_tta = np.array([_h(table, s, best, method, setting) for s in seeds])
-            d_merge, d_tta = merged_tta - merged_only, merged_tta - single_tta
-            rows.append([setting, method, best, float(np.mean(merged_tta)), float(np.mean(d_merge)),
-                         int((d_merge > 0).sum()), float(np.mean(d_tta)), int((d_tta > 0).sum()), len(seeds)])
-    return rows
+def _shown_verdict(claim: Claim | None) -> tuple[str, str]:
+    if claim is None:
+        return "–", "–"
+    return f"{claim.verdict.mean:+.2f} ({_two_se(claim.verdict)})", claim.verdict.verdict
 
 
-def _merging_verdict(difference: float, ahead: int, seeds: int) -> str:
-    """"yes" / "no" only when the mean clears TIE and every seed agrees in sign."""
-    if difference >= TIE and ahead == seeds:
-        return "yes"
-    if difference <= -TIE and ahead == 0:
-        return "no"
-    return "tie" if abs(difference) < TIE else "seeds disagree"
+def _csv_verdict(claim: Claim | None) -> list[Any]:
+    """mean difference, 2 SE and verdict of ``claim`` for a CSV row (blank when absent)."""
+    if claim is None:
+        return ["", "", ""]
+    v = claim.verdict
+    return [round(v.mean, 3), round(2 * v.standard_error, 3) if v.standard_error == v.standard_error else "", v.verdict]
 
 
 def write_merging_tables(records: Sequence[dict], cfg: Mapping[str, Any], out_dir: str | Path, note: str
-                         ) -> tuple[list[Path], list[str]]:
-    """Write both tables; return the files and the Markdown lines for the README."""
+                         ) -> tuple[list[Path], list[str], list[Claim]]:
+    """Write the merging table and claim (d)'s table; return the files, the Markdown lines for
+    the README and the part's claims ((d), and (c) for its BatchNorm models)."""
     out_dir = Path(out_dir)
     table = merging_scores(records)
     if not table:
-        return [], []
+        return [], [], []
     merging = cfg.get("merging") or {}
     settings = [s for s in merging.get("settings", []) if any(k[3] == s for k in table)]
     methods = [m for m in (merging.get("methods") or cfg["methods"]) if any(k[2] == m for k in table)]
@@ -328,25 +546,43 @@ def write_merging_tables(records: Sequence[dict], cfg: Mapping[str, Any], out_di
                                                 for k in ("mean", "std"))]
     caption = (f"TTA on the pipeline's models: mIoU (%) per target and H, mean ± std over {len(seeds)} seed(s)")
     files = write_table(out_dir / "tta_merging", header, rows, csv_header, csv_rows, caption, note)
-    merged = next((m for m in models if m.startswith("merged")), None)
+    merging_records = [r for r in records if r.get("part") == "merging"]
     lines = render_markdown(header, rows, caption, "").splitlines()
+    merged = next((m for m in models if m.startswith("merged")), None)
+    part_claims = bn_adapt_claims(merging_records, settings, "merging")
     if merged is None:
-        return files, lines
-    vrows = verdict_rows(records, merged, methods, settings)
-    vheader = ["Setting", "TTA", "Best single model", f"H {merged} + TTA", "− merged alone", "beats merging",
-               "− best single + TTA", "beats TTA alone"]
-    shown = [[SETTING_LABELS[s], LABELS[m], b, f"{h:.1f}", f"{d1:+.2f} ({k1}/{n})", _merging_verdict(d1, k1, n),
-              f"{d2:+.2f} ({k2}/{n})", _merging_verdict(d2, k2, n)] for s, m, b, h, d1, k1, d2, k2, n in vrows]
-    csv_v = [[s, m, b, round(h, 3), round(d1, 3), k1, round(d2, 3), k2, n] for s, m, b, h, d1, k1, d2, k2, n in vrows]
+        return files, lines, part_claims
+    claims = merging_claims(merging_records, merged, methods, settings)
+    h = seed_h(merging_records)
+    singles = [m for m in models if m != merged]
+    vheader = ["Setting", "TTA", "Best single model", f"H {merged} + TTA", "− merged alone (2 SE)", "beats merging",
+               "− best single + TTA (2 SE)", "beats TTA alone"]
+    shown, csv_v = [], []
+    for setting in settings:
+        for method in (m for m in methods if m != "source"):
+            alone = next((c for c in claims if c.setting == setting and c.method == method and c.model == merged), None)
+            versus = next((c for c in claims if c.setting == setting and c.method == method and c.model != merged), None)
+            best = best_single(h, singles, method, setting) or "–"
+            values = h.get((merged, method, setting), {})
+            mean_h = float(np.mean(list(values.values()))) if values else float("nan")
+            shown.append([SETTING_LABELS.get(setting, setting), LABELS.get(method, method), best, f"{mean_h:.1f}",
+                          *_shown_verdict(alone), *_shown_verdict(versus)])
+            csv_v.append([setting, method, best, round(mean_h, 3), *_csv_verdict(alone), *_csv_verdict(versus),
+                          len(seeds)])
     files += write_table(out_dir / "tta_merging_verdict", vheader, shown,
-                         ["setting", "method", "best_single", "merged_tta_h", "minus_merged", "seeds_ahead_merged",
-                          "minus_single_tta", "seeds_ahead_single", "seeds"], csv_v,
-                         "Merged model + TTA against merging alone and TTA alone (H, mIoU points; "
-                         "(k/n) = seeds where merged + TTA is ahead)", note)
-    lines += ["", *render_markdown(vheader, shown, "Merged + TTA against merging alone and TTA alone", "").splitlines()]
-    beats_merge = [_merging_verdict(r[4], r[5], r[8]) == "yes" for r in vrows]
-    beats_tta = [_merging_verdict(r[6], r[7], r[8]) == "yes" for r in vrows]
-    lines += ["", f"- Merged + TTA beats merging alone (mean >= {TIE} ahead, every seed ahead) in {sum(beats_merge)} "
-              f"of {len(vrows)} (setting, TTA method) cells, the best single model with the same TTA in "
-              f"{sum(beats_tta)}, both in {sum(a and b for a, b in zip(beats_merge, beats_tta))}."]
-    return files, lines
+                         ["setting", "method", "best_single", "merged_tta_h", "minus_merged", "minus_merged_two_se",
+                          "beats_merging", "minus_single_tta", "minus_single_tta_two_se", "beats_tta_alone", "seeds"],
+                         csv_v, f"Claim (d): merged model + TTA against merging alone and TTA alone (H, mIoU points; "
+                         f"{RULE})", note)
+    lines += ["", *render_markdown(vheader, shown, "Claim (d): merged + TTA against merging alone and TTA alone "
+                                   "(mean per-seed difference, 2 SE in brackets, verdict)", "").splitlines()]
+    return files, lines, claims + part_claims
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m analysis.tta OUT_DIR   (re-renders the report from records.json)")
+    for path in rerender(sys.argv[1]):
+        print(path)

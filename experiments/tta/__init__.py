@@ -14,7 +14,7 @@ from torch import nn
 
 from experiments.tta.bn_adapt import BNAdapt, adapt_batch_norm, restore_batch_norm
 from experiments.tta.common import (Adapter, NoAdaptation, collect_norm_params, configure_model,
-                                    entropy, entropy_margin, plain_forward, scaled_lr)
+                                    entropy, entropy_margin, plain_forward, sar_lr)
 from experiments.tta.eata import EATA, fisher_information
 from experiments.tta.sar import SAR
 from experiments.tta.tent import Tent
@@ -45,4 +45,4 @@ def build_adapter(method: str, model: nn.Module, num_classes: int, forward=plain
 
 __all__ = ["METHODS", "Adapter", "BNAdapt", "EATA", "NoAdaptation", "SAR", "Tent", "adapt_batch_norm",
            "build_adapter", "collect_norm_params", "configure_model", "entropy", "entropy_margin",
-           "fisher_information", "restore_batch_norm", "scaled_lr"]
+           "fisher_information", "restore_batch_norm", "sar_lr"]

@@ -9,7 +9,10 @@ On top of Tent's entropy minimisation of norm affine parameters (Sec. 4):
 - anti-forgetting: lambda * sum_i F_i (theta_i - theta_i^source)^2 with the diagonal
   Fisher F_i from squared gradients of the pseudo-label cross-entropy on a few held-out
   samples, lambda = 2000 (Eq. 9, Sec. 5).
-Defaults: SGD, momentum 0.9, lr 0.00025 at batch 64 scaled linearly (as Tent).
+Defaults: SGD, momentum 0.9, lr 0.00025 at batch 64 (Sec. 5; the released main.py,
+mr-eggplant/EATA, hard-codes 0.00025 and states no rule for other batch sizes); at batch
+size B, SAR's rule (``common.sar_lr``, as SAR's released main.py runs EATA): 0.00025 x B / 32
+below batch 32, 0.00025 from 32 up.
 
 Segmentation: every pixel is a sample for both filters and the weights (a design choice
 of this implementation). epsilon = 0.05 was chosen for C = 1000 near-one-hot ImageNet
@@ -25,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.tta.common import (Adapter, Forward, as_samples, collect_norm_params, configure_model,
-                                    entropy, entropy_margin, plain_forward, scaled_lr)
-from experiments.tta.tent import BASE_LR, MOMENTUM
+from experiments.tta.common import (MOMENTUM, Adapter, Forward, as_samples, collect_norm_params, configure_model,
+                                    entropy, entropy_margin, plain_forward, sar_lr)
 
 FISHER_ALPHA = 2000.0   # lambda of Eq. 9 (EATA, Sec. 5)
 REDUNDANCY_EPS = 0.05   # epsilon of the cosine filter (EATA, Sec. 5)
@@ -63,10 +65,11 @@ class EATA(Adapter):
                  fisher_batches: Iterable[torch.Tensor] | None = None,
                  fisher: dict[str, torch.Tensor] | None = None, fisher_alpha: float = FISHER_ALPHA, margin_fraction: float = 0.4,
                  redundancy_eps: float = REDUNDANCY_EPS, exclude: tuple[str, ...] = ()) -> None:
+        exclude = tuple(exclude)
         params = configure_model(model, adapt=True, exclude=exclude)
         _, self.names = collect_norm_params(model, exclude)
         self.params = params
-        self.lr = scaled_lr(BASE_LR, batch_size) if lr is None else lr
+        self.lr = sar_lr(batch_size, self.name) if lr is None else lr
         super().__init__(model, forward, torch.optim.SGD(params, lr=self.lr, momentum=momentum))
         self.margin = entropy_margin(num_classes, margin_fraction)
         self.redundancy_eps = redundancy_eps

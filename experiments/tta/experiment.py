@@ -1,15 +1,21 @@
 """The TTA experiment on the miniature benchmark: models x methods x wild streams.
 
 ``run_experiment(cfg)`` (Hydra entry ``python -m experiments.adapt``) has two parts:
-1. ``norms``: a source-only ``mini_r18`` per normalisation (BN / GN / LN) and seed,
-   trained here on the GTA-like source (a short supervised loop, cached in
-   ``runs_root/tta/``), in every wild setting (``streams.SETTINGS``) on the four targets,
-   plus a batch-size sweep on the mixed stream: SAR's claims;
+1. ``norms``: a source-only ``mini_r18`` per normalisation (``cfg.norms``: BN / GN / LN)
+   and seed, trained here on the GTA-like source (a short supervised loop, cached in
+   ``runs_root/tta/``), in the wild settings (``cfg.settings`` of ``streams.SETTINGS``) on
+   the four targets, optionally with a batch-size sweep on the mixed stream: SAR's claims;
 2. ``merging``: the study pipeline's models (``cfg.models``: source-only, single-target
    and merged, resolved by ``experiments.tta.pipeline``) on their targets, single and
    mixed streams: does TTA on a merged model beat merging alone and TTA alone?
-Results go to ``records.json`` (every result and stream trace) and the tables and
-figures of ``analysis.tta`` under ``cfg.out_dir``.
+Streams (``load_stream_samples``): every labelled image of the target's ``cfg.splits``
+(train and val by default; ``cfg.images_per_domain`` caps the count, evenly spaced), so
+on the miniature a domain's stream is 150 images and the mixed stream 600 (hundreds of
+updates at batch 1, tens at batch 8). The merging part reads ``cfg.merging.splits`` (val:
+its self-trained models have seen the targets' train images).
+Learning rates: SAR's rule for every method (``common.sar_lr``).
+Results go to ``records.json`` (every result, its learning rate and stream trace) and the
+tables, figures and claims of ``analysis.tta`` under ``cfg.out_dir``.
 
 Cost: methods without state across batches (no TTA, BN-adapt) run each distinct batch
 once per seed and model and are read back for the other settings (``runner.Memo``);
@@ -121,13 +127,13 @@ def _run(build, method: str, samples: list[dict], batch_size: int, cfg: Mapping[
             cache["fisher"] = fisher_information(model, segment, fisher)
         options["fisher"] = cache["fisher"]
     if method in ("tent", "eata", "sar") and cfg.get("lr_multiplier", 1.0) != 1.0:
-        from experiments.tta.common import scaled_lr
-        from experiments.tta.tent import BASE_LR
-        options["lr"] = scaled_lr(BASE_LR, batch_size) * cfg["lr_multiplier"]
+        from experiments.tta.common import sar_lr
+        options["lr"] = sar_lr(batch_size, method) * cfg["lr_multiplier"]
     adapter = build_adapter(method, build(), NUM_CLASSES, segment, batch_size=batch_size,
                             fisher_batches=fisher if method == "eata" else None, **options)
     result = run_stream(adapter, samples, batch_size, NUM_CLASSES, normalize, memo=memo)
     result.pop("confusion")
+    result["lr"] = getattr(adapter, "lr", None)
     result["recoveries"] = getattr(adapter, "recoveries", 0)
     result["kept_fraction"] = adapter.kept / adapter.seen if getattr(adapter, "seen", 0) else None
     return result
@@ -182,13 +188,41 @@ def run_grid(part: str, seed: int, models: Mapping[str, tuple[str, Any]], domain
     return records
 
 
-def _domains(root: Path, names: list[str], limit: int | None) -> dict[str, list[dict]]:
-    """Domain name -> labelled samples of its scored split, each with a unique ``id`` (domain/index)."""
-    out = {}
+def load_stream_samples(domain: str, root: str | Path, splits: list[str], limit: int | None = None
+                        ) -> tuple[list[dict], dict[str, int]]:
+    """The labelled samples of ``splits`` of ``domain`` (in split order), up to ``limit`` of
+    them evenly spaced over the whole list (``None``: all), each with a unique ``id``
+    (domain/split/index). Images without a label file (the published Dark Zurich train
+    split has none) cannot be scored and are left out. Returns the samples and the count
+    taken from each split."""
+    from experiments.data.domains import load_domain
+
+    if not splits:
+        raise ValueError(f"{domain}: no splits to build a stream from")
+    found = []
+    for split in splits:
+        data = load_domain(domain, root, split)
+        found += [(data, split, i) for i in range(len(data)) if data.label_paths[i] is not None]
+    if not found:
+        raise ValueError(f"{domain}: no labelled images in splits {list(splits)} under {root}")
+    if limit and limit < len(found):
+        found = [found[int(i)] for i in np.linspace(0, len(found) - 1, limit).round()]
+    samples, counts = [], {split: 0 for split in splits}
+    for data, split, i in found:
+        item = data[i]
+        samples.append({"image": item["image"], "label": item["label"], "index": i, "split": split,
+                        "id": f"{domain}/{split}/{i}", "domain": domain})
+        counts[split] += 1
+    return samples, counts
+
+
+def _domains(root: Path, names: list[str], limit: int | None, splits: list[str]
+             ) -> tuple[dict[str, list[dict]], dict[str, dict[str, int]]]:
+    """Domain name -> its stream samples (``load_stream_samples``), and the counts per split."""
+    out, counts = {}, {}
     for name in names:
-        samples = load_samples(name, root, None, limit)
-        out[name] = [dict(s, id=f"{name}/{s['index']}", domain=name) for s in samples]
-    return out
+        out[name], counts[name] = load_stream_samples(name, root, list(splits), limit)
+    return out, counts
 
 
 def run_experiment(cfg: Mapping[str, Any]) -> dict:
@@ -198,7 +232,7 @@ def run_experiment(cfg: Mapping[str, Any]) -> dict:
     (SAR's claims); ``merging``: the pipeline's models (``cfg.models``) on their targets.
     """
     from analysis.report import STAND_IN_NOTE, record_artifacts
-    from analysis.tta import write_report
+    from analysis.tta import REPORT_INPUTS, write_report
     from experiments.data.domains import domain_root, is_stand_in
     from experiments.data.miniature import generate_scale
     from experiments.models.segmentors import normalize
@@ -223,13 +257,16 @@ def run_experiment(cfg: Mapping[str, Any]) -> dict:
         print(pipeline.missing_message(missing), flush=True)
     source = load_samples("gta", root, None, cfg["source_images"])
     fisher = [normalize(np.stack([s["image"] for s in source[-cfg["fisher_images"]:]]))]
-    domains = _domains(root, cfg["domains"], cfg["images_per_domain"]) if cfg.get("norms") else {}
+    splits = list(cfg.get("splits") or ["val"])
+    domains, counts = (_domains(root, cfg["domains"], cfg.get("images_per_domain"), splits)
+                       if cfg.get("norms") else ({}, {}))
     merging = cfg.get("merging") or {}
     unknown = sorted(set(merging.get("domains") or []) - set(cfg["domains"]))
     if entries and unknown:
         raise ValueError(f"merging.domains {unknown} are not among domains ({cfg['domains']})")
-    merge_domains = (_domains(root, [d for d in cfg["domains"] if d in merging["domains"]],
-                              merging.get("images_per_domain")) if entries else {})
+    merge_domains, merge_counts = (_domains(root, [d for d in cfg["domains"] if d in merging["domains"]],
+                                            merging.get("images_per_domain"), list(merging.get("splits") or splits))
+                                   if entries else ({}, {}))
     records = []
     for seed in cfg["seeds"]:
         models = {}
@@ -247,9 +284,13 @@ def run_experiment(cfg: Mapping[str, Any]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json_atomic(out_dir / "records.json", records)
     seconds = time.perf_counter() - started
-    outputs = write_report(records, {**cfg, "classes": NUM_CLASSES}, out_dir, STAND_IN_NOTE if stand_in else "",
-                           missing=[str(p) for p in missing],
-                           timing={"wall_s": seconds, "cpu_s": time.process_time() - cpu_started})
+    stream_sizes = {"norms": counts, "merging": merge_counts if found and any(found.values()) else {}}
+    inputs = {"cfg": {**cfg, "classes": NUM_CLASSES, "stream_images": stream_sizes},
+              "note": STAND_IN_NOTE if stand_in else "", "missing": [str(p) for p in missing],
+              "timing": {"wall_s": seconds, "cpu_s": time.process_time() - cpu_started}}
+    runs.write_json_atomic(out_dir / REPORT_INPUTS, inputs)  # python -m analysis.tta OUT_DIR re-renders
+    outputs = write_report(records, inputs["cfg"], out_dir, inputs["note"], missing=inputs["missing"],
+                           timing=inputs["timing"])
     record_artifacts(out_dir.parent, out_dir.name, [
         {"title": "Test-time adaptation in wild test streams", "files": [str(f) for f in outputs],
          "stand_in": stand_in, "runs": [str(m.run_dir) for ms in found.values() for m in ms if m.run_dir],

@@ -12,8 +12,12 @@ Per test batch (Algorithm 1):
    ema <- 0.9 ema + 0.1 loss, and a reset to the source weights (and optimiser state)
    whenever ema < e_m; the paper's e_m is 0.2, here ``reset_threshold``.
 
-Defaults (Sec. 5): SGD, momentum 0.9, lr 0.00025 x B / 64 (as Tent). For segmentation
-every pixel is a sample.
+Defaults: SGD, momentum 0.9; the learning rate of the released main.py (mr-eggplant/SAR,
+``common.sar_lr``): 0.00025 x B / 32 below batch 32, 0.00025 from 32 up, doubled for SAR at
+batch size 1 ("double lr for sar under bs=1"). The released ``collect_params`` also leaves
+a ResNet's ``layer4`` (and a ViT's blocks 9-11 and final norm) out of the update: here
+``exclude`` (configs/adapt.yaml passes ``backbone.layer4``). For segmentation every pixel
+is a sample.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from experiments.tta.common import (Adapter, Forward, as_samples, configure_model, entropy,
-                                    entropy_margin, plain_forward, scaled_lr)
-from experiments.tta.tent import BASE_LR, MOMENTUM
+from experiments.tta.common import (MOMENTUM, Adapter, Forward, as_samples, configure_model, entropy,
+                                    entropy_margin, plain_forward, sar_lr)
 
 RHO = 0.05             # SAM neighbourhood radius (SAR, Sec. 5)
 RESET_THRESHOLD = 0.2  # e_m of the model recovery (SAR, Sec. 4.3)
@@ -46,8 +49,8 @@ class SAR(Adapter):
                  rho: float = RHO, margin_fraction: float = 0.4,
                  reset_threshold: float | None = RESET_THRESHOLD,
                  exclude: tuple[str, ...] = ()) -> None:
-        self.params = configure_model(model, adapt=True, exclude=exclude)
-        self.lr = scaled_lr(BASE_LR, batch_size) if lr is None else lr
+        self.params = configure_model(model, adapt=True, exclude=tuple(exclude))
+        self.lr = sar_lr(batch_size, self.name) if lr is None else lr
         super().__init__(model, forward, torch.optim.SGD(self.params, lr=self.lr, momentum=momentum))
         self.margin = entropy_margin(num_classes, margin_fraction)
         self.rho = rho

@@ -3,11 +3,13 @@ adapter meets unlabelled test data.
 
 A stream is a list of samples ``{"image": uint8 H x W x 3, "label": ..., "domain": str}``
 cut into batches. Settings:
-- ``single``: one domain (or one corruption type) at a time; the adapter starts from
-  the source model for each, as in Tent's protocol.
+- ``single``: one domain (or one corruption type) at a time, its samples shuffled with
+  the seed (SAR's released main.py shuffles the test loader, ``if_shuffle=True``, in every
+  setting but the label-shift one); the adapter starts from the source model for each
+  domain, as in Tent's protocol.
 - ``mixed``: all domains (corruption types) shuffled into one stream, adapted
   continually without resets (SAR's "mixture of distribution shifts").
-- ``batch1``: the single-shift stream with batch size 1 (SAR's "batch size 1").
+- ``batch1``: the single-shift stream (same order) with batch size 1 (SAR's "batch size 1").
 - ``imbalance``: the single-shift stream reordered so that the label distribution
   drifts: phase k serves mostly class k (SAR's "online imbalanced label distribution
   shift"); within a phase the current class is ``imbalance_ratio`` times as likely as each
@@ -95,6 +97,12 @@ def corrupted(samples: Sequence[Sample], corruptions: Sequence[str], severity: i
     return out
 
 
+def shuffled(samples: Sequence[Sample], seed: int = 0, stream: int = 0) -> list[Sample]:
+    """``samples`` in a random order fixed by (``seed``, ``stream``)."""
+    order = np.random.default_rng((seed, stream)).permutation(len(samples))
+    return [samples[i] for i in order]
+
+
 def batches(samples: Sequence[Sample], batch_size: int) -> Iterator[list[Sample]]:
     """Consecutive batches; the last one may be shorter."""
     if batch_size < 1:
@@ -119,9 +127,8 @@ def build_streams(setting: str, domains: Mapping[str, Sequence[Sample]], batch_s
         return [("mixed", mixed(tagged, seed), batch_size)]
     if setting == "corrupted":
         return [("mixed", corrupted(mixed(tagged, seed), corruptions, severity, seed), batch_size)]
-    if setting == "batch1":
-        return [(name, list(samples), 1) for name, samples in tagged.items()]
     if setting == "imbalance":
         return [(name, label_imbalanced(samples, imbalance_ratio, seed), batch_size)
                 for name, samples in tagged.items()]
-    return [(name, list(samples), batch_size) for name, samples in tagged.items()]
+    size = 1 if setting == "batch1" else batch_size
+    return [(name, shuffled(samples, seed, k), size) for k, (name, samples) in enumerate(tagged.items())]

@@ -328,10 +328,11 @@ def test_adapt_experiment_runs_and_reports(mini_data, tmp_path):
         cfg = compose("adapt", overrides=[
             "scale=smoke", f"scale.data_root={mini_data}", f"runs_root={tmp_path / 'runs'}",
             f"out_dir={tmp_path / 'out'}", "seeds=[0]", "norms=[bn,gn]", "source_images=5", "fisher_images=1", "images_per_domain=2",
-            "source_iterations=2", "source_batch_size=2", "sweep_batch_sizes=[1,2]", "batch_size=2"])
+            "source_iterations=2", "source_batch_size=2", "sweep_batch_sizes=[1,2]", "batch_size=2",
+            "settings=[single,mixed,batch1,imbalance]", "methods=[source,bn_adapt,tent,eata,sar]"])
     result = run_experiment(cfg)
     out = tmp_path / "out"
-    for name in ("tta_main.md", "tta_main.tex", "tta_main.csv", "tta_claims.md", "tta_domains.csv",
+    for name in ("tta_main.md", "tta_main.tex", "tta_main.csv", "tta_claims.md", "tta_claims.csv", "tta_domains.csv",
                  "tta_batch_size.pdf", "tta_batch_size.csv", "tta_stream.pdf", "tta_stream.csv", "records.json"):
         assert (out / name).is_file(), name
     records = json.loads((out / "records.json").read_text())
@@ -343,6 +344,12 @@ def test_adapt_experiment_runs_and_reports(mini_data, tmp_path):
     assert all(r["warnings"] for r in batch1 if r["norm"] == "bn" and r["method"] != "source")
     assert not any(r["warnings"] for r in batch1 if r["norm"] == "gn")
     assert "stand-in" in (out / "tta_main.md").read_text()
+    # the report re-renders from what the run wrote beside it (python -m analysis.tta OUT_DIR)
+    from analysis.tta import rerender
+
+    readme = (out / "README.md").read_text()
+    rerender(out)
+    assert (out / "README.md").read_text() == readme and "lr" in records[0]
     artifacts = json.loads((out / "artifacts.json").read_text())
     assert artifacts["artifacts"][0]["stand_in"] is True  # from the miniature's own manifest
     assert (tmp_path / "runs" / "tta" / "source_bn_s0" / "manifest.json").is_file()
