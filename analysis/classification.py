@@ -11,9 +11,13 @@ import numpy as np
 from analysis.figures import STYLE, plt
 from analysis.io import atomic_path, write_csv, write_text_atomic
 from analysis.tables import mean_std
+from analysis.verdicts import RULE, Verdict, judge
 
 COLUMN_WIDTH_IN = 3.3
 SUMMARY_METRICS = ("accuracy_a", "accuracy_b", "accuracy_merged", "loss_merged", "barrier")
+# Not the paper's training-free merge: the midpoint with BatchNorm statistics re-estimated
+# on unlabelled training images of both halves (experiment: reestimate_per_class).
+DIAGNOSTIC_METRICS = ("accuracy_merged_reestimated",)
 
 
 def _label(panel: str, starts: dict) -> str:
@@ -65,14 +69,50 @@ def plot_path(seeds: Sequence[dict], metric: str, pdf_path: Path) -> Path:
 
 
 def summarise(seeds: Sequence[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """``panel -> metric -> {mean, std, seeds}`` over seeds."""
+    """``panel -> metric -> {mean, std, seeds}`` over seeds (the diagnostic metric where
+    every seed has it)."""
     summary = {}
     for panel in seeds[0]["panels"]:
         summary[panel] = {}
-        for metric in SUMMARY_METRICS:
+        extra = [m for m in DIAGNOSTIC_METRICS if all(m in s["panels"][panel] for s in seeds)]
+        for metric in (*SUMMARY_METRICS, *extra):
             mean, std = mean_std([s["panels"][panel][metric] for s in seeds])
             summary[panel][metric] = {"mean": mean, "std": std, "seeds": len(seeds)}
     return summary
+
+
+# The paper's three claims, each judged by the project's one rule (analysis/verdicts.py) over
+# per-seed values: (claim, panel it needs, the claimed side, the other side).
+CLAIMS = (
+    ("pretrained merged > the better half", ("pretrained",),
+     lambda p: p["pretrained"]["accuracy_merged"],
+     lambda p: max(p["pretrained"]["accuracy_a"], p["pretrained"]["accuracy_b"])),
+    ("random-init merged < pretrained merged", ("pretrained", "random"),
+     lambda p: p["pretrained"]["accuracy_merged"], lambda p: p["random"]["accuracy_merged"]),
+    ("two-pretrainings merged < pretrained merged", ("pretrained", "two_pretrainings"),
+     lambda p: p["pretrained"]["accuracy_merged"], lambda p: p["two_pretrainings"]["accuracy_merged"]),
+)
+
+
+def verdicts(seeds: Sequence[dict]) -> list[Verdict]:
+    """The verdict on each claim whose panels the run has (accuracy on all classes, %)."""
+    out = []
+    for claim, needed, claimed, other in CLAIMS:
+        if all(panel in seeds[0]["panels"] for panel in needed):
+            out.append(judge(claim, [claimed(s["panels"]) for s in seeds],
+                             [other(s["panels"]) for s in seeds]))
+    return out
+
+
+def own_half_rows(seeds: Sequence[dict]) -> list[tuple[str, float, float, int]]:
+    """``start/half, mean, std, n`` of each trained model's accuracy on its own classes."""
+    rows = []
+    for name in seeds[0].get("training", {}):
+        values = [s["training"][name]["own_half_accuracy"] for s in seeds
+                  if "own_half_accuracy" in s.get("training", {}).get(name, {})]
+        if values:
+            rows.append((name, *mean_std(values), len(values)))
+    return rows
 
 
 def summary_markdown(summary: dict, seeds: Sequence[dict], note: str) -> str:
@@ -91,7 +131,40 @@ def summary_markdown(summary: dict, seeds: Sequence[dict], note: str) -> str:
     for panel, metrics in summary.items():
         cells = [f"{metrics[m]['mean']:.2f} ± {metrics[m]['std']:.2f}" for m in SUMMARY_METRICS]
         lines.append(f"| {_label(panel, seeds[0]['panels'][panel]['starts'])} | " + " | ".join(cells) + " |")
-    lines += ["", f"Chance: {100.0 / seeds[0]['num_classes']:.1f} %.", "", f"Note: {note}", ""]
+    lines += ["", f"Chance: {100.0 / seeds[0]['num_classes']:.1f} %."]
+    own = own_half_rows(seeds)
+    if own:
+        lines += ["", "Each trained model on the test images of its own classes (%; the half it "
+                  "trained on, so 100 is reachable):", "",
+                  "| start / half | accuracy on own classes |", "|---|---|"]
+        lines += [f"| {name} | {mean:.2f} ± {std:.2f} |" for name, mean, std, _ in own]
+    found = verdicts(seeds)
+    if found:
+        lines += ["", "## Verdicts", "", f"Rule (analysis/verdicts.py, declared before the runs): {RULE}. "
+                  "Values: accuracy (%) on all classes, paired by seed.", ""]
+        lines += [f"- {v.describe()}; per-seed differences "
+                  f"{', '.join(f'{d:+.1f}' for d in v.differences)}" for v in found]
+    diagnostic = {panel: metrics["accuracy_merged_reestimated"] for panel, metrics in summary.items()
+                  if "accuracy_merged_reestimated" in metrics}
+    if diagnostic:
+        lines += ["", "## Diagnostic (not one of the claims, not the paper's merge)", "",
+                  "The same midpoint weights with BatchNorm statistics re-estimated on unlabelled "
+                  "training images of both halves, instead of pooled from the two models' buffers "
+                  "(it needs data; the merge above does not). It measures how much of the merged "
+                  "model's loss is the pooled statistics' mismatch with what the merged weights "
+                  "compute (see experiments/classification/README.md).", "",
+                  "| panel | merged, pooled statistics | merged, re-estimated statistics |", "|---|---|---|"]
+        lines += [f"| {_label(panel, seeds[0]['panels'][panel]['starts'])} | "
+                  f"{summary[panel]['accuracy_merged']['mean']:.2f} ± {summary[panel]['accuracy_merged']['std']:.2f} | "
+                  f"{v['mean']:.2f} ± {v['std']:.2f} |" for panel, v in diagnostic.items()]
+        if "pretrained" in diagnostic:
+            v = judge("pretrained merged with re-estimated statistics > the better half",
+                      [s["panels"]["pretrained"]["accuracy_merged_reestimated"] for s in seeds],
+                      [max(s["panels"]["pretrained"]["accuracy_a"], s["panels"]["pretrained"]["accuracy_b"])
+                       for s in seeds])
+            lines += ["", f"- (same rule) {v.describe()}; per-seed differences "
+                      f"{', '.join(f'{d:+.1f}' for d in v.differences)}"]
+    lines += ["", f"Note: {note}", ""]
     return "\n".join(lines)
 
 
@@ -114,6 +187,13 @@ def write_outputs(seeds: Sequence[dict], out_dir: Path, note: str
                [[panel, seeds[0]["panels"][panel]["starts"]["a"], seeds[0]["panels"][panel]["starts"]["b"],
                  metric, v["mean"], v["std"], v["seeds"]]
                 for panel, metrics in summary.items() for metric, v in metrics.items()])
+    found = verdicts(seeds)
+    if found:
+        outputs["verdicts_csv"] = out_dir / "verdicts.csv"
+        write_csv(outputs["verdicts_csv"], ["claim", "verdict", "mean_difference", "standard_error", "seeds",
+                                            "differences"],
+                  [[v.claim, v.verdict, v.mean, v.standard_error, len(v.differences),
+                    " ".join(f"{d:.4f}" for d in v.differences)] for v in found])
     outputs["summary_md"] = out_dir / "summary.md"
     write_text_atomic(outputs["summary_md"], summary_markdown(summary, seeds, note))
     return outputs, summary

@@ -27,7 +27,6 @@ Everything printed is measured; nothing here changes the experiment.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Mapping
@@ -39,7 +38,8 @@ from torch import nn
 
 from .experiment import prepare_data, resolve_weights
 from .models import build_classifier
-from .training import Recipe, evaluate, merge_midpoint, snapshot, train_classifier
+from .training import (Recipe, batchnorm_layers, evaluate, merge_midpoint, reestimate_batchnorm,
+                       snapshot, train_classifier)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -53,39 +53,52 @@ def compose(overrides: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+CHUNK = 50  # images per forward (see training.evaluate)
 
 
 @torch.no_grad()
 def layer_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Per BatchNorm layer (eval mode): the input's per-channel variance over the images
-    over ``running_var`` (median over channels), the output's std, and the spatial size."""
+    """Per BatchNorm layer (eval mode), over ``images``: the input's per-channel variance
+    divided by ``running_var`` (median over channels; 1 = the statistics fit what the layer
+    sees, << 1 = the activations have shrunk), the input's mean shift in running standard
+    deviations, the output's std, and the spatial size the layer works on."""
     model.eval()
-    stats, hooks = {}, []
+    sums: dict[str, list] = {}
+    hooks = []
     for name, bn in batchnorm_layers(model):
         def hook(module, inputs, output, name=name):
-            x = inputs[0].double()
-            var = x.var(dim=(0, 2, 3), unbiased=False)
-            ratio = var / (module.running_var.double() + module.eps)
-            stats[name] = {"var_ratio": float(ratio.median()),
-                           "mean_shift": float(((x.mean(dim=(0, 2, 3)) - module.running_mean.double())
-                                                / (module.running_var.double() + module.eps).sqrt()).abs().median()),
-                           "out_std": float(output.double().std(dim=(0, 2, 3)).median()),
-                           "hw": f"{x.shape[2]}x{x.shape[3]}"}
+            x, y = inputs[0].double(), output.double()
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            parts = (count, x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3)),
+                     y.sum(dim=(0, 2, 3)), y.square().sum(dim=(0, 2, 3)))
+            if name not in sums:
+                sums[name] = [*parts, f"{x.shape[2]}x{x.shape[3]}", module]
+            else:
+                sums[name][:5] = [a + b for a, b in zip(sums[name][:5], parts)]
         hooks.append(bn.register_forward_hook(hook))
     try:
-        model(images)
+        for start in range(0, len(images), CHUNK):
+            model(images[start:start + CHUNK])
     finally:
         for h in hooks:
             h.remove()
+    stats = {}
+    for name, (n, sx, sxx, sy, syy, hw, bn) in sums.items():
+        mean, var = sx / n, (sxx / n - (sx / n).square()).clamp_min(0)
+        running_var = bn.running_var.double() + bn.eps
+        out_std = (syy / n - (sy / n).square()).clamp_min(0).sqrt()
+        stats[name] = {"var_ratio": float((var / running_var).median()),
+                       "mean_shift": float(((mean - bn.running_mean.double()) / running_var.sqrt()).abs().median()),
+                       "out_std": float(out_std.median()), "hw": hw}
     return stats
 
 
 @torch.no_grad()
 def features_and_logits(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pooled final feature (N, 1280) and the logits, in eval mode."""
     model.eval()
-    feats = model.extract_features(images).mean(dim=(2, 3))
+    feats = torch.cat([model.extract_features(images[s:s + CHUNK]).mean(dim=(2, 3))
+                       for s in range(0, len(images), CHUNK)])
     return feats, model._fc(feats)
 
 
@@ -100,27 +113,6 @@ def ncm_accuracy(model: nn.Module, train: tuple, test: tuple) -> float:
     centres = F.normalize(torch.stack([ftr[train[1] == c].mean(0) for c in classes]), dim=1)
     pred = classes[(fte @ centres.T).argmax(1)]
     return 100.0 * float((pred == test[1]).float().mean())
-
-
-@torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
-    """Replace every BatchNorm's running statistics by their cumulative average over
-    ``images`` in training-mode forwards (no weight changes)."""
-    momenta = {}
-    for _, bn in batchnorm_layers(model):
-        momenta[bn] = bn.momentum
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(images), generator=generator)
-    for start in range(0, len(images), batch_size):
-        index = order[start:start + batch_size]
-        if len(index) > 1:
-            model(images[index])
-    for bn, momentum in momenta.items():
-        bn.momentum = momentum
-    model.eval()
 
 
 def half_accuracies(model: nn.Module, test: tuple, halves) -> tuple[float, float, float]:
@@ -162,6 +154,8 @@ def fmt(x: float) -> str:
 def diagnose(cfg: Mapping, panel: str, seed: int, endpoints_only: bool = False) -> dict:
     """Print the measurements; ``endpoints_only`` stops before anything merged is shown
     (what a recipe may be chosen from)."""
+    if cfg["model"]["name"] != "efficientnet_lite0":
+        raise ValueError(f"the diagnosis reads EfficientNet-Lite0's layers; got {cfg['model']['name']}")
     torch.set_num_threads(int(cfg.get("num_threads") or torch.get_num_threads()))
     data = prepare_data(cfg, seed)
     recipe = Recipe(**cfg["recipe"])
@@ -314,18 +308,23 @@ def diagnose(cfg: Mapping, panel: str, seed: int, endpoints_only: bool = False) 
     report["accuracy_merged_reestimated"] = acc
     print(f"   merged, BN re-estimated on both halves' training images: {acc[0]:5.1f} | {acc[1]:5.1f} | {acc[2]:5.1f}")
 
-    print("\n7. alpha path: accuracy with pooled statistics (pooled by weight) | re-estimated statistics")
+    print("\n7. alpha path: accuracy with pooled statistics (pooled by weight) | re-estimated statistics; "
+          "share of predictions in half A's classes (pooled | re-estimated)")
     from fusion import interpolate
+
+    def share_a(net: nn.Module) -> float:
+        _, logits = features_and_logits(net, test[0])
+        return 100.0 * float(torch.isin(logits.argmax(1), torch.tensor(halves[0])).float().mean())
 
     rows = []
     for alpha in np.linspace(0, 1, 11):
         state = interpolate(states["a"], states["b"], float(alpha), buffers="pooled_by_weight")
         model.load_state_dict(state)
-        pooled = evaluate(model, *test)["accuracy"]
+        pooled, pooled_share = evaluate(model, *test)["accuracy"], share_a(model)
         reestimate_batchnorm(model, union_train[0], recipe.batch_size)
-        fresh = evaluate(model, *test)["accuracy"]
+        fresh, fresh_share = evaluate(model, *test)["accuracy"], share_a(model)
         rows.append((float(alpha), pooled, fresh))
-        print(f"   alpha {alpha:.1f}: {pooled:5.1f} | {fresh:5.1f}")
+        print(f"   alpha {alpha:.1f}: {pooled:5.1f} | {fresh:5.1f}     {pooled_share:5.1f} | {fresh_share:5.1f}")
     report["path"] = rows
     return report
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,8 +31,8 @@ from experiments.infra.runs import finish_run, is_complete, stage, write_json_at
 from .data import class_halves, load_split, select_classes, to_tensors
 from .models import build_classifier, imagenet_efficientnet_lite0_path
 from .pretraining import digits_run_name, pretrain_on_digits
-from .training import (Recipe, evaluate, interpolation_path, loss_barrier, merge_midpoint,
-                       snapshot, train_classifier)
+from .training import (Recipe, equal_counters, evaluate, interpolation_path, loss_barrier,
+                       merge_midpoint, reestimate_batchnorm, snapshot, train_classifier)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ def _own_half_accuracy(model: torch.nn.Module, test: tuple, classes: tuple[int, 
     return evaluate(model, images[keep], labels[keep])["accuracy"]
 
 
+def _first_per_class(images: torch.Tensor, labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """The first ``per_class`` images of every class present (deterministic, no labels kept)."""
+    keep = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in torch.unique(labels)])
+    return images[keep.sort().values]
+
+
 def run_seed(cfg: Mapping, seed: int, runs_dir: Path) -> dict[str, Any]:
     """Train every needed (start, half) model for ``seed``; evaluate every panel."""
     data = prepare_data(cfg, seed)
@@ -120,17 +127,36 @@ def run_seed(cfg: Mapping, seed: int, runs_dir: Path) -> dict[str, Any]:
 
     panels = {}
     evaluator = build(None)  # weights are overwritten for every evaluation
+    per_class = cfg.get("reestimate_per_class")
+    reestimate_images = None if not per_class else torch.cat(
+        [_first_per_class(*data[f"train_{half}"], int(per_class)) for half in ("a", "b")])
+    endpoints: dict[tuple[str, str], dict[str, float]] = {}  # a model shared by two panels
     for panel, starts in cfg["panels"].items():
         state_a, state_b = model_for(starts["a"], "a"), model_for(starts["b"], "b")
-        path = interpolation_path(evaluator, state_a, state_b, alphas, *data["test"])
-        evaluator.load_state_dict(merge_midpoint(state_a, state_b))
-        merged = evaluate(evaluator, *data["test"])
+        known = {0.0: endpoints.get((starts["a"], "a")), 1.0: endpoints.get((starts["b"], "b"))}
+        path = interpolation_path(evaluator, state_a, state_b, alphas, *data["test"],
+                                  known={k: v for k, v in known.items() if v is not None})
+        endpoints[starts["a"], "a"], endpoints[starts["b"], "b"] = path[0], path[-1]
+        midpoint = next((row for row in path if row["alpha"] == 0.5), None)
+        if midpoint is not None and equal_counters(state_a, state_b):
+            # Equal batch counts: the pooled merge is the path's midpoint exactly.
+            merged = {"accuracy": midpoint["accuracy"], "loss": midpoint["loss"]}
+        else:
+            evaluator.load_state_dict(merge_midpoint(state_a, state_b))
+            merged = evaluate(evaluator, *data["test"])
         panels[panel] = {
             "starts": {"a": starts["a"], "b": starts["b"]}, "path": path,
             "accuracy_a": path[0]["accuracy"], "accuracy_b": path[-1]["accuracy"],
             "accuracy_merged": merged["accuracy"], "loss_merged": merged["loss"],
             "barrier": loss_barrier(alphas, [row["loss"] for row in path]),
         }
+        if reestimate_images is not None:
+            # Diagnostic, not the paper's training-free merge: the same midpoint weights
+            # with BatchNorm statistics measured on unlabelled training images of both
+            # halves instead of pooled from the two models' buffers.
+            evaluator.load_state_dict(merge_midpoint(state_a, state_b))
+            reestimate_batchnorm(evaluator, reestimate_images)
+            panels[panel]["accuracy_merged_reestimated"] = evaluate(evaluator, *data["test"])["accuracy"]
         log.info("seed %d: %s: A %.1f%%, B %.1f%%, merged %.1f%%, barrier %.3f", seed, panel,
                  panels[panel]["accuracy_a"], panels[panel]["accuracy_b"], merged["accuracy"],
                  panels[panel]["barrier"])
@@ -175,7 +201,7 @@ def _run(cfg: Mapping, run_dir: Path) -> dict[str, Any]:
 
 
 def _seeds(cfg: Mapping, run_dir: Path, began: float) -> tuple[dict[str, Any], dict[str, Path]]:
-    from analysis.classification import write_outputs
+    from analysis.classification import verdicts, write_outputs
 
     runs_dir = run_dir.parent
     seeds = []
@@ -193,6 +219,10 @@ def _seeds(cfg: Mapping, run_dir: Path, began: float) -> tuple[dict[str, Any], d
         note = f"{cfg['data']['name']} with {cfg['model']['name']}; see config.yaml for sizes."
     outputs, summary = write_outputs(seeds, Path(cfg["output_dir"]), note)
     metrics = {"summary": summary, "seconds": time.perf_counter() - began,
-               "seeds": [s["seed"] for s in seeds]}
+               "seeds": [s["seed"] for s in seeds],
+               "verdicts": [{"claim": v.claim, "verdict": v.verdict, "mean_difference": v.mean,
+                             "standard_error": None if math.isnan(v.standard_error) else v.standard_error,
+                             "differences": list(v.differences)}
+                            for v in verdicts(seeds)]}
     finish_run(run_dir, outputs=outputs, metrics=metrics, note=note)
     return metrics, outputs

@@ -50,6 +50,14 @@ def pretrain_on_digits(run_dir: str | Path, model_name: str, image_size: int, re
 
 
 def digits_run_name(cfg: Mapping) -> str:
-    """Deterministic folder name: the settings that change the checkpoint."""
+    """Deterministic folder name: the settings that change the checkpoint.
+
+    The pretraining uses the experiment's recipe (its own epoch count), so the recipe and
+    the BatchNorm momentum are part of the name: a changed learning rate must not reuse a
+    checkpoint made with another.
+    """
+    recipe = cfg["recipe"]
+    tag = (f"_lr{recipe['lr']:g}_b{recipe['batch_size']}_m{recipe['momentum']:g}"
+           f"_wd{recipe['weight_decay']:g}_bn{cfg['model']['bn_momentum']:g}")
     return names.digits_pretrain_run(cfg["model"]["name"], cfg["data"]["image_size"],
-                                     cfg["pretraining"]["epochs"], cfg["pretraining"]["seed"])
+                                     cfg["pretraining"]["epochs"], cfg["pretraining"]["seed"]) + tag

@@ -194,7 +194,7 @@ def test_efficientnet_lite0_gets_the_shipped_imagenet_weights():
 def tiny_config(tmp_path: Path, data_root: Path) -> dict:
     return {
         "name": "tiny", "runs_dir": str(tmp_path / "runs"), "output_dir": str(tmp_path / "results"),
-        "force": False, "seeds": [0, 1], "num_alphas": 3, "num_threads": 1,
+        "force": False, "seeds": [0, 1], "num_alphas": 3, "num_threads": 1, "reestimate_per_class": 2,
         "data": {"name": "fashion_mnist", "root": str(data_root), "image_size": 32,
                  "train_per_class": 4, "test_per_class": 3},
         "model": {"name": "efficientnet_lite0", "bn_momentum": 0.1, "imagenet_weights": None,
@@ -226,7 +226,17 @@ def test_tiny_end_to_end_run(tmp_path):
     for name in ("interpolation_accuracy", "interpolation_loss"):
         assert (results / f"{name}.pdf").read_bytes().startswith(b"%PDF")
         assert len((results / f"{name}.csv").read_text().splitlines()) == 1 + 2 * 3
-    assert "± " in (results / "summary.md").read_text()
+    summary_md = (results / "summary.md").read_text()
+    assert "± " in summary_md
+    # The pre-declared rule decides the claims whose panels the run has, whichever way.
+    assert "## Verdicts" in summary_md and "analysis/verdicts.py" in summary_md
+    assert "pretrained merged > the better half: " in summary_md
+    assert "random-init merged < pretrained merged: " in summary_md
+    assert "two-pretrainings" not in summary_md  # no such panel in this run
+    assert [v["claim"] for v in metrics["verdicts"]] == ["pretrained merged > the better half",
+                                                          "random-init merged < pretrained merged"]
+    assert "accuracy_merged_reestimated" in seed["panels"]["pretrained"]
+    assert "re-estimated statistics" in summary_md
     # A finished run is not redone.
     (run_dir / "seed0.json").unlink()
     assert run_classification(cfg)["summary"] == metrics["summary"]
@@ -246,3 +256,84 @@ def test_configs_compose():
     assert paper.model.name == "resnet50" and paper.panels.two_pretrainings.b == "dino"
     assert paper.data.name == "cifar100" and paper.data.root is None
     assert OmegaConf.is_missing(paper.model.weights, "dino")
+
+
+# ------------------------------------------------- the collapse and its fix
+
+
+def _perturbed_pair(relative_move: float, size: int = 32):
+    """Two copies of one random EfficientNet-Lite0, every conv/linear weight moved by
+    ``relative_move`` of its norm in independent random directions (what fine-tuning two
+    halves did: cos(theta_A - theta_0, theta_B - theta_0) = 0.00, median move 0.3 at the
+    old lr 0.05), each with BatchNorm statistics estimated on its own forwards."""
+    from experiments.classification.training import reestimate_batchnorm, snapshot
+
+    torch.manual_seed(0)
+    images = torch.randn(64, 3, size, size)
+    start = build_classifier("efficientnet_lite0", 10, size, None)
+    reestimate_batchnorm(start, images, len(images))
+    theta_0 = snapshot(start)
+    states = []
+    for seed in (1, 2):
+        generator = torch.Generator().manual_seed(seed)
+        state = dict(theta_0)
+        for key, value in theta_0.items():
+            if key.endswith("weight") and value.dim() > 1:
+                noise = torch.randn(value.shape, generator=generator)
+                state[key] = value + relative_move * value.norm() * noise / noise.norm()
+        start.load_state_dict(state)
+        reestimate_batchnorm(start, images, len(images))
+        states.append(snapshot(start))
+    return start, states, images
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_far_independent_moves_collapse_the_merged_activations(one_thread):
+    """The cause of the 10.0 % merges: endpoints far from their common start in unrelated
+    directions make the midpoint's activations shrink against the pooled statistics, layer
+    after layer, down to a near-constant final feature. Near the start they do not."""
+    from experiments.classification.diagnose import layer_statistics
+    from experiments.classification.training import merge_midpoint
+
+    shrink = {}
+    for move in (0.05, 1.0):
+        model, (state_a, state_b), images = _perturbed_pair(move)
+        model.load_state_dict(state_a)
+        endpoint = layer_statistics(model, images)
+        model.load_state_dict(merge_midpoint(state_a, state_b))
+        merged = layer_statistics(model, images)
+        # An endpoint on the images its statistics came from: about 1 (below only by
+        # BatchNorm's eps on the random init's faint last-layer channels).
+        assert 0.7 < endpoint["_bn1"]["var_ratio"] < 1.1
+        ratios = [merged[name]["var_ratio"] / endpoint[name]["var_ratio"] for name in merged]
+        shrink[move] = ratios
+    assert min(shrink[0.05]) > 0.8
+    # Far apart: the shrinkage compounds with depth, to a near-constant final feature.
+    assert shrink[1.0][-1] < 0.01 and shrink[1.0][-1] < shrink[1.0][0] / 50
+
+
+def test_default_recipe_keeps_the_final_map_above_1x1():
+    """The fix's resolution: at 32 px EfficientNet-Lite0 ends on a 1x1 map (15 of 49
+    BatchNorm layers see 1x1); the default input must not."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.classification.diagnose import layer_statistics
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base=None):
+        default = compose(config_name="classify")
+    sizes = {}
+    for size in (32, default.data.image_size):
+        model = build_classifier("efficientnet_lite0", 10, size, None)
+        stats = layer_statistics(model, torch.randn(2, 3, size, size))
+        sizes[size] = [s["hw"] for s in stats.values()]
+    assert sizes[32].count("1x1") == 15 and len(sizes[32]) == 49
+    assert "1x1" not in sizes[default.data.image_size]
+    assert default.recipe.lr <= 0.02  # the old lr 0.05 moved the halves apart
