@@ -9,8 +9,8 @@ export WANDB_SILENT := true
 export MPLBACKEND := Agg
 
 .PHONY: setup test test-fast data smoke smoke-paper reproduce-table1 reproduce-table3 reproduce-table4 \
-        figure-lmc figure-rebasin figure-classification fashion-mnist reproduce-tta figures report \
-        bench clean
+        reproduce-methods reproduce-calibration reproduce-all figure-lmc figure-rebasin figure-classification \
+        fashion-mnist reproduce-tta figures report bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -45,6 +45,14 @@ reproduce-table3: setup
 reproduce-table4: setup
 	$(PY) -m experiments.reproduce study=table4 $(ARGS)
 
+# Every merging method on the two- and four-target settings (docs/merging_methods.md).
+reproduce-methods: setup
+	$(PY) -m experiments.reproduce study=methods $(ARGS)
+
+# The stand-in's preconditions on their own (docs/calibration.md).
+reproduce-calibration: setup
+	$(PY) -m experiments.reproduce study=calibration $(ARGS)
+
 figure-lmc: setup
 	$(PY) -m experiments.reproduce study=lmc $(ARGS)
 
@@ -67,6 +75,10 @@ reproduce-tta: setup
 	$(PY) -m experiments.adapt build_missing=true $(ARGS)
 
 figures: figure-lmc figure-rebasin figure-classification
+
+# Every study of the README, one after the other (models shared between studies train once).
+reproduce-all: reproduce-calibration reproduce-table1 reproduce-table3 reproduce-table4 reproduce-methods \
+               figure-lmc figure-rebasin reproduce-tta figure-classification
 
 report: setup
 	$(PY) -m analysis.report --results results

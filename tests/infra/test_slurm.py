@@ -146,7 +146,7 @@ def test_a_job_that_dies_fails_the_sweep_with_a_message(cluster, tmp_path):
 # The miniature through the cluster: experiments.train as a SLURM job array, one job per seed.
 MINI_SEEDS = (0, 1)
 MINI_SWEEP_TIMEOUT_S = 420
-MINI_TRAIN = ["experiment=smoke", "schedule.max_iters=2", "schedule.val_interval=0", "schedule.val_images=2",
+MINI_TRAIN = ["experiment=smoke", "segmentor=mini_r18", "schedule.max_iters=2", "schedule.val_interval=0", "schedule.val_images=2",
               "logger.progress=false", "pretrain.steps=2", "pretrain.batch_size=4", "pretrain.crop=32",
               "resources=cpu_mini"]
 

@@ -18,7 +18,7 @@ from experiments.pipeline.rebasin import backbone_permutation_spec
 from experiments.selftraining.loop import missing_snapshots, snapshot_path, train
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["schedule.max_iters=4", "schedule.val_interval=0", "schedule.val_images=0", "schedule.checkpoint_interval=2",
+TINY = ["segmentor=mini_r18", "schedule.max_iters=4", "schedule.val_interval=0", "schedule.val_images=0", "schedule.checkpoint_interval=2",
         "logger.progress=false", "pretrain.steps=2", "pretrain.batch_size=4", "pretrain.crop=32"]
 
 

@@ -20,7 +20,7 @@ from experiments.infra.names import train_run
 from experiments.selftraining.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["schedule=smoke", "schedule.max_iters=2", "schedule.val_interval=0", "schedule.val_images=2",
+TINY = ["schedule=smoke", "segmentor=mini_r18", "schedule.max_iters=2", "schedule.val_interval=0", "schedule.val_images=2",
         "schedule.checkpoint_interval=1", "logger=none", "logger.progress=false",
         "pretrain.steps=2", "pretrain.batch_size=4", "pretrain.crop=32"]
 
@@ -210,3 +210,24 @@ def test_a_tree_with_wrong_labels_is_refused_before_the_run_folder_is_touched(mi
         train(cfg)
     assert not (run_dir_for(cfg) / "manifest.json").exists()
     assert not (run_dir_for(cfg) / "checkpoints").exists()
+
+
+def test_the_default_segmentor_trains_from_real_imagenet_weights_and_records_its_start(mini_data, tmp_path):
+    """mini_lite0 (the miniature's default): its ImageNet backbone is written once into a
+    pretraining run folder, the student starts from it, and theta_0 is kept beside the model."""
+    from safetensors.torch import load_file
+
+    from experiments.models.lite0 import imagenet_backbone_state
+
+    cfg = _cfg(mini_data, tmp_path, "segmentor=mini_lite0")
+    run_dir = train(cfg)
+    assert run_dir.name == train_run("gta", ["cityscapes"], "mini_lite0", "daformer", "shared", 0)
+    backbone = torch.load(tmp_path / "pretrain" / "mini_lite0_s0" / "backbone.pth", weights_only=True)["state_dict"]
+    imagenet = imagenet_backbone_state()
+    assert all(torch.equal(backbone[f"backbone.{k}"], v) for k, v in imagenet.items())
+    initial = load_file(run_dir / "initial.safetensors")
+    assert all(torch.equal(initial[f"backbone.{k}"], v) for k, v in imagenet.items() if "num_batches" not in k)
+    trained = _model(run_dir)["state_dict"]
+    assert set(initial) == {k[len("model."):] for k in trained if k.startswith("model.")}
+    assert not torch.equal(initial["backbone._conv_stem.weight"], trained["model.backbone._conv_stem.weight"])
+    assert read_manifest(run_dir)["outputs"]["initial"]["sha256"]

@@ -73,6 +73,10 @@ _SHADE_SUN = {S.SURF_GROUND: 1.0, S.SURF_LEFT: 1.15, S.SURF_RIGHT: 0.55, S.SURF_
 _SHADE_OVERCAST = {S.SURF_GROUND: 1.0, S.SURF_LEFT: 0.9, S.SURF_RIGHT: 0.8, S.SURF_BACK: 0.85, S.SURF_OBJECT: 0.9}
 _CAR_COLOURS = [(200, 20, 20), (20, 60, 200), (240, 240, 240), (30, 30, 30), (240, 200, 20), (20, 150, 60)]
 
+# A game's surfaces carry photo-derived textures too: their luminance grain modulates the flat
+# colours (texture_mode "detail"), while the targets blend in the photos' own colours.
+_GAME_TEXTURES = {ROAD: ["gravel"], SIDEWALK: ["brick"], BUILDING: ["brick", "page"], VEGETATION: ["grass"],
+                  TERRAIN: ["grass"]}  # fmt: skip
 GTA_STYLE = Style(
     palette={ROAD: [(70, 70, 75)], SIDEWALK: [(175, 160, 140)], BUILDING: [(200, 120, 80), (220, 200, 150), (120, 140, 170)],
              WALL: [(190, 170, 130)], FENCE: [(120, 90, 60)], POLE: [(90, 90, 90)], TRAFFIC_LIGHT: [(40, 40, 20)],
@@ -80,10 +84,11 @@ GTA_STYLE = Style(
              TERRAIN: [(150, 170, 60)], PERSON: [(200, 50, 50), (40, 60, 160), (220, 200, 40)],
              RIDER: [(230, 120, 20)], CAR: _CAR_COLOURS, TRUCK: [(220, 220, 220), (200, 80, 20)],
              BUS: [(230, 180, 20)], TRAIN: [(200, 200, 210)], MOTORCYCLE: [(180, 20, 20)], BICYCLE: [(20, 120, 200)]},
-    colour_jitter=0.12, textures={}, default_texture="noise8", texture_mode="detail", texture_strength=0.5,
-    texture_scale=6.0, shade=_SHADE_SUN, sky=((40, 110, 230), (170, 210, 250)), sky_photo=None,
+    colour_jitter=0.12, textures=_GAME_TEXTURES, default_texture="noise8", texture_mode="detail",
+    texture_strength=0.8, texture_scale=6.0, shade=_SHADE_SUN, sky=((40, 110, 230), (170, 210, 250)),
+    sky_photo="china",
     haze=(180, 200, 230), visibility=400.0, glass=(30, 40, 60), window=(60, 90, 140), lane_mark=(240, 240, 240),
-    saturation=1.3, gain=1.05,
+    saturation=1.15, gain=1.05,
 )  # fmt: skip
 SYNTHIA_STYLE = replace(
     GTA_STYLE,
@@ -91,7 +96,7 @@ SYNTHIA_STYLE = replace(
              BUILDING: [(230, 170, 200), (170, 200, 230), (220, 220, 170), (200, 160, 120)],
              VEGETATION: [(90, 180, 110)], PERSON: [(250, 120, 180), (120, 250, 200), (250, 240, 120), (150, 130, 250)],
              CAR: [(250, 150, 150), (150, 150, 250), (150, 230, 150), (240, 240, 240)]},
-    colour_jitter=0.25, default_texture="noise32", texture_strength=0.3,
+    colour_jitter=0.25, textures={}, default_texture="noise32", texture_strength=0.3, sky_photo=None,
     shade={k: 1.0 for k in _SHADE_SUN}, sky=((200, 230, 245), (240, 245, 250)),
     haze=(230, 235, 240), visibility=250.0, saturation=1.1, gain=1.0,
 )  # fmt: skip
@@ -108,7 +113,7 @@ CITYSCAPES_STYLE = Style(
              CAR: [(100, 105, 115), (40, 45, 55), (160, 160, 165), (110, 40, 40)], TRUCK: [(150, 150, 150)],
              BUS: [(200, 190, 170)], TRAIN: [(140, 150, 160)], MOTORCYCLE: [(60, 60, 70)], BICYCLE: [(50, 50, 50)]},
     colour_jitter=0.08, textures=_PHOTO_TEXTURES, default_texture="gravel", texture_mode="photo",
-    texture_strength=0.85, texture_scale=32.0, shade=_SHADE_OVERCAST, sky=((185, 195, 205), (215, 220, 225)),
+    texture_strength=0.7, texture_scale=32.0, shade=_SHADE_OVERCAST, sky=((185, 195, 205), (215, 220, 225)),
     sky_photo="china", haze=(190, 195, 200), visibility=180.0, glass=(35, 40, 45), window=(70, 75, 85),
     lane_mark=(200, 200, 195), saturation=0.8, gamma=1.1, noise=0.012, blur=0.5,
 )  # fmt: skip
@@ -122,7 +127,7 @@ IDD_STYLE = replace(
              BUS: [(200, 60, 40), (80, 150, 200)], MOTORCYCLE: [(30, 30, 30), (150, 20, 20)]},
     textures={**_PHOTO_TEXTURES, ROAD: ["gravel", "moon"], TERRAIN: ["gravel", "moon", "coffee"],
               BUILDING: ["coffee", "chelsea", "brick", "hubble"], VEGETATION: ["grass", "chelsea"]},
-    sky=((200, 200, 190), (225, 215, 190)), sky_photo=None, haze=(215, 200, 170), visibility=90.0,
+    sky=((200, 200, 190), (225, 215, 190)), sky_photo=None, haze=(215, 200, 170), visibility=150.0,
     saturation=0.95, tint=(1.06, 1.0, 0.9), noise=0.02, blur=0.6,
 )  # fmt: skip
 ZURICH_STYLE = replace(

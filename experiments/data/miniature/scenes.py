@@ -97,7 +97,7 @@ def _lookup(segments: list[tuple[float, int, float]], z: np.ndarray):
 
 def render_layout(layout: Layout, rng: np.random.Generator, width: int, height: int) -> Scene:
     """Sample one street from ``layout`` and ray-cast its label map at ``width`` x ``height``."""
-    f = width * rng.uniform(0.75, 0.95)  # focal length in pixels (~65-75 deg field of view)
+    f = width * rng.uniform(1.0, 1.2)  # focal length in pixels (Cityscapes: fx 2262 px at 2048, 1.1 x width)
     hy = height * rng.uniform(*layout.horizon)
     vx = width * rng.uniform(0.4, 0.6)
     hc = rng.uniform(*layout.camera_height)
