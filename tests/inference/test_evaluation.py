@@ -204,7 +204,8 @@ def test_cli_writes_confusions_metrics_and_manifest(tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "merged.safetensors")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     args = [sys.executable, "-m", "experiments.evaluate", f"checkpoint={tmp_path}/merged.safetensors",
-            "name=cli", f"runs_root={tmp_path}/runs", "progress=false", f"data_root={tmp_path}/data"]
+            "segmentor=mini_r18", "name=cli", f"runs_root={tmp_path}/runs", "progress=false",
+            f"data_root={tmp_path}/data"]
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs/evaluate/cli"
