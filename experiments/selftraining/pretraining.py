@@ -198,7 +198,17 @@ def prepare_backbone(cfg: DictConfig) -> Path | None:
     if weights is not None and weights == _pretraining_run(cfg) / "backbone.pth" and not weights.is_file():
         if cfg.segmentor.get("pretraining") == "imagenet_lite0":
             return imagenet_lite0_backbone(_pretraining_run(cfg))
-        return ensure_pretrained(cfg.segmentor.name, seed=int(cfg.init.pretrain_seed), runs_root=cfg.runs_root,
-                                 overrides=OmegaConf.to_container(cfg.segmentor.overrides),
-                                 **OmegaConf.to_container(cfg.pretrain))
+        # The weights depend on the thread count (CPU reductions split differently): pretrain
+        # with the run's own threads, whatever the caller's setting, so that a backbone made up
+        # front by a study equals the one its training job would have made.
+        threads = torch.get_num_threads()
+        wanted = cfg.get("resources", {}).get("threads")
+        if wanted:
+            torch.set_num_threads(max(1, min(int(wanted), os.cpu_count() or 1)))
+        try:
+            return ensure_pretrained(cfg.segmentor.name, seed=int(cfg.init.pretrain_seed), runs_root=cfg.runs_root,
+                                     overrides=OmegaConf.to_container(cfg.segmentor.overrides),
+                                     **OmegaConf.to_container(cfg.pretrain))
+        finally:
+            torch.set_num_threads(threads)
     return weights
