@@ -38,6 +38,9 @@ def _has(table: Scores, *methods: str) -> bool:
     return bool(table) and all(m in table[s] for s in table for m in methods)
 
 
+_NAMES = {"cityscapes": "Cityscapes", "idd": "IDD"}
+
+
 def calibration_claims(table: Scores) -> list[Verdict]:
     """The stand-in's preconditions (docs/calibration.md)."""
     out = []
@@ -49,20 +52,20 @@ def calibration_claims(table: Scores) -> list[Verdict]:
                          _series(table, lambda t: t["stda_idd"]["idd"]),
                          _series(table, lambda t: t["stda_cityscapes"]["idd"])))
         for model, domain in (("stda_cityscapes", "cityscapes"), ("stda_idd", "idd")):
-            out.append(judge(f"{model} reaches 35 mIoU on {domain}",
+            out.append(judge(f"STDA GTA→{_NAMES[domain]} reaches 35 mIoU on {_NAMES[domain]}",
                              _series(table, lambda t, m=model, d=domain: t[m][d]), [35.0] * len(table)))
     if _has(table, "source_only"):
         for domain in ("cityscapes", "idd"):
-            out.append(judge(f"source-only reaches 20 mIoU on {domain}",
+            out.append(judge(f"source-only reaches 20 mIoU on {_NAMES[domain]}",
                              _series(table, lambda t, d=domain: t["source_only"][d]), [20.0] * len(table)))
     for domain in ("cityscapes", "idd"):
         stda, oracle = f"stda_{domain}", f"oracle_{domain}"
         if _has(table, stda, "source_only"):
-            out.append(judge(f"self-training beats source-only on {domain}",
+            out.append(judge(f"self-training beats source-only on {_NAMES[domain]}",
                              _series(table, lambda t, m=stda, d=domain: t[m][d]),
                              _series(table, lambda t, d=domain: t["source_only"][d])))
         if _has(table, stda, oracle):
-            out.append(judge(f"the {domain} oracle beats self-training on {domain}",
+            out.append(judge(f"the {_NAMES[domain]} oracle beats self-training on {_NAMES[domain]}",
                              _series(table, lambda t, m=oracle, d=domain: t[m][d]),
                              _series(table, lambda t, m=stda, d=domain: t[m][d])))
     return out

@@ -21,3 +21,30 @@ def test_the_rule_on_hand_computed_cases():
     assert "held (mean difference +2.00" in v.describe()
     with pytest.raises(ValueError, match="pair them by seed"):
         judge("x", [1.0, 2.0], [1.0])
+
+
+def test_table1_claims_pair_each_seed_and_compare_the_declared_quantities():
+    from analysis.claims import claims_of
+
+    records = []
+    for seed, shift in enumerate((0.0, 1.0, 2.0)):
+        for method, cs, idd in (("stda_cityscapes", 40 + shift, 20), ("stda_idd", 30, 36 + shift),
+                                ("merged_pooled", 38, 34), ("merged_first_buffers", 38 - shift, 34),
+                                ("merged_encoder_only", 38, 34), ("data_combination", 39, 35)):
+            records += [{"method": method, "seed": seed, "domain": "cityscapes", "miou": cs},
+                        {"method": method, "seed": seed, "domain": "idd", "miou": idd}]
+    verdicts = {v.claim: v for v in claims_of("table1", records, ["cityscapes", "idd"])}
+    own = verdicts["STDA GTA→Cityscapes beats STDA GTA→IDD on Cityscapes"]
+    assert own.differences == (10.0, 11.0, 12.0) and own.verdict == HELD
+    level = verdicts["STDA GTA→IDD reaches 35 mIoU on IDD"]
+    assert level.differences == (1.0, 2.0, 3.0) and level.verdict == HELD
+    assert verdicts["STDA GTA→Cityscapes reaches 35 mIoU on Cityscapes"].verdict == HELD
+    # H of the merge (2*38*34/72 = 35.89) against the better STDA model's H per seed:
+    # seed 0: max(H(40,20) = 26.67, H(30,36) = 32.73) -> +3.16
+    merged = verdicts["merged (params + pooled buffers) H beats the best single-target H"]
+    assert merged.differences[0] == pytest.approx(2 * 38 * 34 / 72 - 2 * 30 * 36 / 66)
+    # pooled vs model-1 buffers: equal at seed 0, then H(38,34) - H(37,34), H(38,34) - H(36,34)
+    buffers = verdicts["pooled BatchNorm buffers beat model-1 buffers (H)"]
+    assert buffers.differences[0] == 0.0 and buffers.differences[2] > buffers.differences[1] > 0
+    assert verdicts["the encoder-only merge beats the full merge (H)"].verdict == INCONCLUSIVE  # all zero
+    assert verdicts["merged (pooled) H beats data combination H"].verdict == NOT_HELD
