@@ -53,13 +53,23 @@ def run(model: nn.Module, state: Mapping[str, torch.Tensor], batch: Any,
     :func:`check_state_keys`); forward hooks on submodules fire as usual.
     """
     bound = _Bound(model, forward or call_model)
-    logits = functional_call(bound, {"model." + k: v for k, v in state.items()}, (batch,),
-                             strict=True)
+    weights = {"model." + k: v for k, v in state.items()}
+    # Buffers registered with persistent=False (e.g. a backbone's fixed input normalisation)
+    # are not part of any state dict: they keep the module's own values. Every persistent
+    # entry must still come from ``state`` (strict).
+    for name in _non_persistent_buffers(model):
+        weights.setdefault("model." + name, model.get_buffer(name))
+    logits = functional_call(bound, weights, (batch,), strict=True)
     if not isinstance(logits, torch.Tensor) or logits.dim() < 2:
         raise ValueError("forward must return logits with the classes on axis 1 "
                          f"(B x C x ...), got {type(logits).__name__} "
                          f"{tuple(getattr(logits, 'shape', ()))}")
     return logits
+
+
+def _non_persistent_buffers(model: nn.Module) -> list[str]:
+    return [f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+            for name in module._non_persistent_buffers_set if getattr(module, name, None) is not None]
 
 
 def log_probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,10 @@ Convolutions are linear maps of their input patches: a Conv2d weight
 d = in/groups * kh * kw acting on the unfolded patch (channel-major, then kernel
 row, then column: the order of ``weight.reshape(out, -1)``), so G is taken over
 every output position of every image, one d x d block per group (a depthwise
-convolution has d = kh * kw). The paper merges transformer linear layers; the
-conv form is our extension of the same objective.
+convolution has d = kh * kw). A Conv2d subclass that pads its input inside its own
+forward (TensorFlow "SAME" padding, as EfficientNet ports do) is unfolded with the padding
+its output size implies. The paper merges transformer linear layers; the conv form is our
+extension of the same objective.
 """
 
 from __future__ import annotations
@@ -57,21 +59,56 @@ def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, pads, mode=conv.padding_mode)
 
 
-def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _pads_itself(conv: nn.Conv2d) -> bool:
+    """A Conv2d subclass with its own forward and no padding of its own attribute: it pads its
+    input inside forward (TensorFlow "SAME" padding, as the EfficientNet ports do)."""
+    return type(conv).forward is not nn.Conv2d.forward and conv.padding in ("valid", (0, 0))
+
+
+def _same_padded(conv: nn.Conv2d, x: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
+    """The input padded as TensorFlow's "SAME" rule pads it, read off the output size: per axis
+    total = (out - 1) * stride + (k - 1) * dilation + 1 - in, the odd row/column at the end."""
+    pads = []
+    for size, out, k, stride, dilation in zip(reversed(x.shape[-2:]), reversed(output_size),
+                                              reversed(conv.kernel_size), reversed(conv.stride),
+                                              reversed(conv.dilation)):
+        total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads) if any(pads) else x
+
+
+def layer_rows(module: nn.Module, x: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor:
     """The rows a layer multiplies by its weight: (groups, rows, d), float64.
 
     Linear: every input vector (all leading axes flattened), one group.
-    Conv2d: every unfolded input patch of every image, split by group.
+    Conv2d: every unfolded input patch of every image, split by group. A Conv2d subclass that
+    pads its input inside its own forward (``_pads_itself``) needs its ``output`` to tell the
+    padding; the patches are checked to number the output's positions.
     """
     if isinstance(module, nn.Linear):
         return x.reshape(1, -1, x.shape[-1]).to(torch.float64)
-    patches = F.unfold(_padded(module, x), module.kernel_size, dilation=module.dilation,
+    if _pads_itself(module):
+        if output is None:
+            raise ValueError(f"{type(module).__name__} pads its input inside forward: its rows need "
+                             "the layer's output to tell the padding")
+        padded = _same_padded(module, x, output.shape[-2:])
+    else:
+        padded = _padded(module, x)
+    patches = F.unfold(padded, module.kernel_size, dilation=module.dilation,
                        stride=module.stride)  # (B, in * kh * kw, positions)
+    if output is not None and patches.shape[-1] != output.shape[-2] * output.shape[-1]:
+        raise ValueError(f"{type(module).__name__}: {patches.shape[-1]} unfolded patches for an output "
+                         f"of {tuple(output.shape[-2:])}: the layer pads or strides in a way RegMean "
+                         "cannot read")
     groups = module.groups
     batch, width, positions = patches.shape
     patches = patches.view(batch, groups, width // groups, positions)
     return patches.permute(1, 0, 3, 2).reshape(groups, batch * positions, width // groups) \
         .to(torch.float64)
+
+
+def _weight_key(module_name: str) -> str:
+    return f"{module_name}.weight" if module_name else "weight"  # "": the model is the layer
 
 
 def regmean_grams(model: nn.Module, batches: Iterable[Any], forward: Forward | None = None,
@@ -98,17 +135,17 @@ def regmean_grams(model: nn.Module, batches: Iterable[Any], forward: Forward | N
     handles = []
 
     def hook(name: str):
-        def record(module: nn.Module, inputs: tuple) -> None:
-            x = layer_rows(module, inputs[0])
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            x = layer_rows(module, inputs[0], output)
             gram = x.transpose(1, 2) @ x
             sums[name] = gram if name not in sums else sums[name] + gram
             rows[name] = rows.get(name, 0) + x.shape[1]
         return record
 
     layers = {name: module for name, module in model.named_modules()
-              if isinstance(module, (nn.Linear, nn.Conv2d)) and name + ".weight" in state}
+              if isinstance(module, (nn.Linear, nn.Conv2d)) and _weight_key(name) in state}
     for name, module in layers.items():
-        handles.append(module.register_forward_pre_hook(hook(name)))
+        handles.append(module.register_forward_hook(hook(name)))
     try:
         with torch.no_grad(), evaluating(model):
             for batch in batches:
@@ -119,8 +156,8 @@ def regmean_grams(model: nn.Module, batches: Iterable[Any], forward: Forward | N
     grams = {}
     for name, total in sums.items():
         gram = total / rows[name]
-        grams[name + ".weight"] = (gram[0] if gram.shape[0] == 1 else gram) \
-            .to(state[name + ".weight"].dtype).cpu()
+        grams[_weight_key(name)] = (gram[0] if gram.shape[0] == 1 else gram) \
+            .to(state[_weight_key(name)].dtype).cpu()
     return grams
 
 

@@ -364,3 +364,60 @@ def test_repair_refuses_what_it_cannot_fold():
         fusion.repair(twice, twice.state_dict(), twice.state_dict(), [torch.randn(2, 4, 4, 4)])
     with pytest.raises(ValueError, match="no batches"):
         fusion.repair(twice, twice.state_dict(), twice.state_dict(), [])
+
+
+def test_networks_with_non_persistent_buffers_run_on_swapped_weights():
+    # A fixed input normalisation registered with persistent=False (EfficientNet-Lite0's
+    # input_scale/input_shift) is in no state dict: it keeps the module's own value, while a
+    # persistent entry missing from the state is still refused.
+    class Normalised(TinySegmenter):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.full((1, 3, 1, 1), 2.0), persistent=False)
+
+        def forward(self, x):
+            return super().forward(x * self.scale)
+
+    network = Normalised().eval()
+    plain = TinySegmenter().eval()
+    plain.load_state_dict(network.state_dict())
+    x = _batches(1)[0]
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    assert "scale" not in state
+    with torch.no_grad():
+        torch.testing.assert_close(fusion.forward.run(network, state, x), plain(2.0 * x))
+        grams = fusion.regmean_grams(network, [x])
+        reference = fusion.regmean_grams(plain, [2.0 * x])
+    assert grams.keys() == reference.keys()
+    for key in grams:
+        torch.testing.assert_close(grams[key], reference[key])
+    del state["bn1.running_mean"]
+    with pytest.raises(RuntimeError, match="bn1.running_mean"):
+        fusion.forward.run(network, state, x)
+
+
+class _SamePadConv(nn.Conv2d):
+    """TensorFlow "SAME" padding done inside forward (the EfficientNet ports' dynamic-padding conv)."""
+
+    def forward(self, x):
+        pads = []
+        for size, k, s, d in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride),
+                                 reversed(self.dilation)):
+            out = -(-size // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+@pytest.mark.parametrize("size", [(8, 6), (7, 9)])
+def test_regmean_grams_of_a_conv_that_pads_itself_are_its_patches(size):
+    # Even sizes with stride 2 pad one more row/column at the end: the energy identity
+    # tr(W G W^T) = mean |W x|^2 holds only with the padding the layer really applied.
+    conv = _SamePadConv(4, 6, 5, stride=2, groups=2, bias=False).double()
+    x = torch.randn(2, 4, *size, dtype=torch.float64)
+    grams = fusion.regmean_grams(conv, [x])
+    with torch.no_grad():
+        y = conv(x)
+    energy = sum(torch.trace(w @ g @ w.T) for w, g in zip(conv.weight.reshape(2, 3, 50), grams["weight"]))
+    torch.testing.assert_close(energy, y.square().sum() / (y.shape[0] * y.shape[2] * y.shape[3]),
+                               rtol=1e-10, atol=0)

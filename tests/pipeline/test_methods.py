@@ -19,15 +19,15 @@ from experiments.pipeline import methods
 from experiments.pipeline.statistics import image_indices, run_statistic, statistic_file, unlabelled_batches
 
 
-def _run_folder(root: Path, name: str, seed: int, target: str = "cityscapes") -> Path:
-    """A complete training-run folder of a randomly initialised mini_r18 (student network)."""
+def _run_folder(root: Path, name: str, seed: int, target: str = "cityscapes", segmentor: str = "mini_r18") -> Path:
+    """A complete training-run folder of a randomly initialised segmentor (student network)."""
     torch.manual_seed(seed)
-    model = build_segmentor("mini_r18")
+    model = build_segmentor(segmentor)
     run = root / name
     start_run(run, "train", {"seed": seed}, stand_in=True)
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, run / "model.pth")
     finish_run(run, {"model": run / "model.pth"}, targets=[target],
-               model={"segmentor": "mini_r18", "overrides": {}, "network": "student"})
+               model={"segmentor": segmentor, "overrides": {}, "network": "student"})
     return run
 
 
@@ -46,9 +46,13 @@ def test_unlabelled_batches_read_the_training_split_without_labels(mini_data):
         unlabelled_batches("cityscapes", mini_data, images=0, batch_size=2)
 
 
-@pytest.mark.parametrize("kind, stored", [("regmean", "regmean_gram"), ("fisher", "fisher")])
-def test_a_statistic_is_computed_on_its_domain_and_its_size_recorded(tmp_path, mini_data, kind, stored):
-    run = _run_folder(tmp_path, "member", 0)
+@pytest.mark.parametrize("kind, stored, segmentor", [("regmean", "regmean_gram", "mini_r18"),
+                                                     ("fisher", "fisher", "mini_r18"),
+                                                     ("regmean", "regmean_gram", "mini_lite0"),
+                                                     ("fisher", "fisher", "mini_lite0")])
+def test_a_statistic_is_computed_on_its_domain_and_its_size_recorded(tmp_path, mini_data, kind, stored, segmentor):
+    # mini_lite0 carries non-persistent buffers (its fixed input normalisation)
+    run = _run_folder(tmp_path, "member", 0, segmentor=segmentor)
     cfg = {"model": str(run), "domain": "cityscapes", "kind": kind, "images": 3, "batch_size": 2,
            "data_root": str(mini_data), "run_dir": str(tmp_path / "statistic"), "fisher": {"labels": "argmax"}}
     out = run_statistic(cfg)

@@ -18,14 +18,17 @@ from experiments.infra.runs import read_manifest
 from tiny_studies import CONFIGS, run_tiny_study
 
 pytestmark = pytest.mark.slow
+LITE0 = ["scale.segmentors.main=mini_lite0", "scale.segmentors.batchnorm=mini_lite0"]
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, mini_data):
     root = tmp_path_factory.mktemp("methods")
-    result = run_tiny_study(root, mini_data, "methods")
+    # The miniature's default segmentor (EfficientNet-Lite0: TF "SAME" padding convs and
+    # non-persistent input-normalisation buffers, which the statistics and REPAIR must read).
+    result = run_tiny_study(root, mini_data, "methods", extra=LITE0)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("reproduce", overrides=["study=methods", "scale=smoke"])
+        cfg = compose("reproduce", overrides=["study=methods", "scale=smoke", *LITE0])
     return {"root": root, "result": result, "cfg": cfg}
 
 
@@ -102,6 +105,6 @@ def test_a_second_run_merges_and_computes_nothing_again(study, mini_data, monkey
     monkeypatch.setattr(methods.fusion, "adamerging", refuse)
     monkeypatch.setattr(methods.fusion, "repair", refuse)
     monkeypatch.setattr(methods, "run_statistic", lambda cfg: __import__("pathlib").Path(cfg["run_dir"]))
-    again = run_tiny_study(study["root"], mini_data, "methods")
+    again = run_tiny_study(study["root"], mini_data, "methods", extra=LITE0)
     assert json.dumps(again["records"], sort_keys=True) == json.dumps(study["result"]["records"], sort_keys=True)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.exists())
