@@ -119,7 +119,55 @@ def method_claims(records: Iterable[Mapping], settings: Mapping[str, Sequence[st
     return out
 
 
-CLAIMS = {"calibration": calibration_claims, "table1": table1_claims}
+def table4_claims(table: Scores) -> list[Verdict]:
+    """The paper's Table 4: pooled buffers help, and help a BatchNorm backbone more than a
+    LayerNorm one (whose only BatchNorm is in the decode head)."""
+    out = []
+    for norm, label in (("bn", "BatchNorm"), ("ln", "LayerNorm")):
+        if _has(table, f"{norm}_pooled", f"{norm}_midpoint"):
+            out.append(judge(f"{label} backbone: pooled buffers beat model-1 buffers (H)",
+                             _series(table, lambda t, n=norm: t[f"{n}_pooled"]["H"]),
+                             _series(table, lambda t, n=norm: t[f"{n}_midpoint"]["H"])))
+    if _has(table, "bn_pooled", "bn_midpoint", "ln_pooled", "ln_midpoint"):
+        gain = lambda t, n: t[f"{n}_pooled"]["H"] - t[f"{n}_midpoint"]["H"]  # noqa: E731
+        out.append(judge("pooling gains more H on the BatchNorm backbone than on the LayerNorm one",
+                         _series(table, lambda t: gain(t, "bn")), _series(table, lambda t: gain(t, "ln"))))
+    return out
+
+
+def table3_claims(table: Scores) -> list[Verdict]:
+    """The paper's Table 3 on four targets: merging all four models, and the paper's best
+    subset (IDD + Dark Zurich), beat the best single-target model's H (per seed)."""
+    singles = [m for m in ("C", "I", "A", "D") if _has(table, m)]
+    if len(singles) < 2:
+        return []
+    best = lambda t: max(t[m]["H"] for m in singles)  # noqa: E731
+    out = []
+    for merge, label in (("C+I+A+D", "the merge of all four models"), ("I+D", "the IDD + Dark Zurich merge")):
+        if _has(table, merge):
+            out.append(judge(f"{label} beats the best single-target model (H over four targets)",
+                             _series(table, lambda t, m=merge: t[m]["H"]), _series(table, best)))
+    return out
+
+
+def lmc_claims(barriers: Mapping[str, Sequence[float]], titles: Mapping[str, str] | None = None) -> list[Verdict]:
+    """The paper's interpolation claim: the path between models that share the pretrained init
+    stays connected, and breaks (a barrier) with different or with no pretraining. Judged as
+    per-seed differences of the H barrier against curve ``shared_pretraining``."""
+    titles = dict(titles or {})
+    reference = barriers.get("shared_pretraining")
+    if reference is None:
+        return []
+    out = []
+    for curve in ("different_init", "no_pretraining"):
+        if curve in barriers and len(barriers[curve]) == len(reference):
+            out.append(judge(f"{titles.get(curve, curve)}: a larger H barrier than with shared pretraining",
+                             list(barriers[curve]), list(reference)))
+    return out
+
+
+CLAIMS = {"calibration": calibration_claims, "table1": table1_claims, "table3": table3_claims,
+          "table4": table4_claims}
 
 
 def claims_of(kind: str | None, records: Iterable[Mapping], domains: Sequence[str]) -> list[Verdict]:

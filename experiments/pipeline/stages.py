@@ -22,7 +22,7 @@ from hydra import compose
 from omegaconf import DictConfig
 
 from analysis import reference
-from analysis.claims import claims_of, write_claims
+from analysis.claims import claims_of, lmc_claims, write_claims
 from analysis.figures import lmc_figure
 from analysis.io import read_csv_rows, write_json_atomic, write_text_atomic
 from analysis.metrics import harmonic_mean, interpolation_barrier, mean_iou
@@ -300,4 +300,8 @@ def write_curve_figures(cfg: DictConfig, results_dir: Path, note: str) -> list[P
                              [[n, len(s.values), round(s.mean, 4), round(s.std, 4)] for n, s in barriers.items()],
                              "Barrier of each interpolation curve: largest drop of H below the line between its endpoints",
                              note)
+        verdicts = lmc_claims({n: s.values for n, s in barriers.items()},
+                              {n: curves[n]["title"] for n in curves})
+        if verdicts:
+            files += write_claims(verdicts, results_dir / "lmc_claims", note)
     return files

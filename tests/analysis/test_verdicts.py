@@ -48,3 +48,53 @@ def test_table1_claims_pair_each_seed_and_compare_the_declared_quantities():
     assert buffers.differences[0] == 0.0 and buffers.differences[2] > buffers.differences[1] > 0
     assert verdicts["the encoder-only merge beats the full merge (H)"].verdict == INCONCLUSIVE  # all zero
     assert verdicts["merged (pooled) H beats data combination H"].verdict == NOT_HELD
+
+
+def _records(rows):
+    return [{"method": m, "seed": seed, "domain": d, "miou": v} for m, seed, d, v in rows]
+
+
+def test_table4_claims_compare_the_pooling_gain_per_backbone():
+    from analysis.claims import claims_of
+
+    rows = []
+    for seed in range(3):
+        for method, value in (("bn_midpoint", 20), ("bn_pooled", 22 + seed), ("ln_midpoint", 30), ("ln_pooled", 30)):
+            rows += [(method, seed, "cityscapes", value), (method, seed, "idd", value)]
+    verdicts = {v.claim: v for v in claims_of("table4", _records(rows), ["cityscapes", "idd"])}
+    assert verdicts["BatchNorm backbone: pooled buffers beat model-1 buffers (H)"].differences == (2.0, 3.0, 4.0)
+    assert verdicts["LayerNorm backbone: pooled buffers beat model-1 buffers (H)"].verdict == INCONCLUSIVE
+    gain = verdicts["pooling gains more H on the BatchNorm backbone than on the LayerNorm one"]
+    assert gain.differences == (2.0, 3.0, 4.0) and gain.verdict == HELD
+
+
+def test_table3_claims_take_the_best_single_model_per_seed():
+    from analysis.claims import claims_of
+
+    domains = ["cityscapes", "idd", "acdc", "darkzurich"]
+    rows = []
+    for seed in range(3):
+        best = 10.0 + seed  # which single model is best changes with the seed
+        for method in ("C", "I", "A", "D"):
+            value = best if method == "CIAD"[seed] else 5.0
+            rows += [(method, seed, d, value) for d in domains]
+        rows += [("C+I+A+D", seed, d, 9.0) for d in domains] + [("I+D", seed, d, 20.0) for d in domains]
+    verdicts = {v.claim: v for v in claims_of("table3", _records(rows), domains)}
+    every = verdicts["the merge of all four models beats the best single-target model (H over four targets)"]
+    assert every.differences == pytest.approx((-1.0, -2.0, -3.0)) and every.verdict == NOT_HELD
+    assert verdicts["the IDD + Dark Zurich merge beats the best single-target model (H over four targets)"] \
+        .differences == pytest.approx((10.0, 9.0, 8.0))
+
+
+def test_lmc_claims_pair_barriers_by_seed_against_shared_pretraining():
+    from analysis.claims import lmc_claims
+
+    verdicts = lmc_claims({"shared_pretraining": [1.0, 2.0, 1.5], "different_init": [9.0, 8.0, 9.5],
+                           "no_pretraining": [1.0, 2.5, 1.0], "no_ema_teacher": [0.0, 0.0, 0.0]},
+                          {"different_init": "(d) different random initialisations"})
+    assert [v.claim for v in verdicts] == [
+        "(d) different random initialisations: a larger H barrier than with shared pretraining",
+        "no_pretraining: a larger H barrier than with shared pretraining"]
+    assert verdicts[0].differences == (8.0, 6.0, 8.0) and verdicts[0].verdict == HELD
+    assert verdicts[1].verdict == INCONCLUSIVE
+    assert lmc_claims({"different_init": [1.0]}) == []
