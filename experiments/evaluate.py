@@ -32,8 +32,13 @@ def model_source(cfg: Mapping[str, Any]) -> sources.ModelSource:
         raise ValueError("give exactly one of model=<run folder> or checkpoint=<weights file>")
     if cfg.get("model"):
         return sources.from_run(cfg["model"], network=cfg.get("network"))
-    return sources.from_checkpoint(cfg["checkpoint"], cfg["segmentor"], cfg.get("overrides") or {},
-                                   cfg.get("network") or "student")
+    segmentor, overrides = cfg.get("segmentor"), dict(cfg.get("overrides") or {})
+    if isinstance(segmentor, Mapping):  # the segmentor config group (configs/segmentor/<name>.yaml)
+        overrides = {**dict(segmentor.get("overrides") or {}), **overrides}
+        segmentor = segmentor.get("name")
+    if not segmentor:
+        raise ValueError("checkpoint=<weights file> needs segmentor=<name> (configs/segmentor/)")
+    return sources.from_checkpoint(cfg["checkpoint"], str(segmentor), overrides, cfg.get("network") or "student")
 
 
 def run_evaluation(cfg: DictConfig | Mapping[str, Any]) -> dict:
