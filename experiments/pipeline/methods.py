@@ -331,7 +331,7 @@ def _describe_need(info: Mapping[str, Any], count: int) -> str:
         return f"a statistic of {info['statistic_bytes'] / 2 ** 20:.1f} MiB (from {info['images']} images, inside)"
     if kind == IMAGES:
         return f"{info['images'] // count} unlabelled images each, at merge time"
-    return f"nothing; keeps {count} models, {count} forward passes"
+    return "nothing; keeps the K models, K forward passes"  # one column for every setting's K
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
