@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Mapping, Sequence
 
 from analysis.metrics import harmonic_mean
+from analysis.tables import DOMAIN_NAMES
 from analysis.verdicts import Verdict, judge
 
 Scores = dict[int, dict[str, dict[str, float]]]   # seed -> method -> domain (and "H") -> mIoU
@@ -38,9 +39,6 @@ def _has(table: Scores, *methods: str) -> bool:
     return bool(table) and all(m in table[s] for s in table for m in methods)
 
 
-_NAMES = {"cityscapes": "Cityscapes", "idd": "IDD"}
-
-
 def calibration_claims(table: Scores) -> list[Verdict]:
     """The stand-in's preconditions (docs/calibration.md)."""
     out = []
@@ -52,20 +50,20 @@ def calibration_claims(table: Scores) -> list[Verdict]:
                          _series(table, lambda t: t["stda_idd"]["idd"]),
                          _series(table, lambda t: t["stda_cityscapes"]["idd"])))
         for model, domain in (("stda_cityscapes", "cityscapes"), ("stda_idd", "idd")):
-            out.append(judge(f"STDA GTA→{_NAMES[domain]} reaches 35 mIoU on {_NAMES[domain]}",
+            out.append(judge(f"STDA GTA→{DOMAIN_NAMES[domain]} reaches 35 mIoU on {DOMAIN_NAMES[domain]}",
                              _series(table, lambda t, m=model, d=domain: t[m][d]), [35.0] * len(table)))
     if _has(table, "source_only"):
         for domain in ("cityscapes", "idd"):
-            out.append(judge(f"source-only reaches 20 mIoU on {_NAMES[domain]}",
+            out.append(judge(f"source-only reaches 20 mIoU on {DOMAIN_NAMES[domain]}",
                              _series(table, lambda t, d=domain: t["source_only"][d]), [20.0] * len(table)))
     for domain in ("cityscapes", "idd"):
         stda, oracle = f"stda_{domain}", f"oracle_{domain}"
         if _has(table, stda, "source_only"):
-            out.append(judge(f"self-training beats source-only on {_NAMES[domain]}",
+            out.append(judge(f"self-training beats source-only on {DOMAIN_NAMES[domain]}",
                              _series(table, lambda t, m=stda, d=domain: t[m][d]),
                              _series(table, lambda t, d=domain: t["source_only"][d])))
         if _has(table, stda, oracle):
-            out.append(judge(f"the {_NAMES[domain]} oracle beats self-training on {_NAMES[domain]}",
+            out.append(judge(f"the {DOMAIN_NAMES[domain]} oracle beats self-training on {DOMAIN_NAMES[domain]}",
                              _series(table, lambda t, m=oracle, d=domain: t[m][d]),
                              _series(table, lambda t, m=stda, d=domain: t[m][d])))
     return out

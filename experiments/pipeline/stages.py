@@ -96,13 +96,10 @@ def train_models(cfg: DictConfig, jobs: Mapping[Any, DictConfig]) -> dict[Any, P
     for key, job in jobs.items():
         if not states[key].done and states[key].run_dir not in pending:
             pending[states[key].run_dir] = job
-    threads = torch.get_num_threads()
     for job in pending.values():
-        # Pretrain with the job's own thread count: on a busy CPU, extra OpenMP threads
-        # spin against the training workers and run many times slower.
-        torch.set_num_threads(max(1, int(job.resources.threads)))
+        # Each pretrains with the job's own thread count (prepare_backbone sets it): on a busy
+        # CPU extra OpenMP threads spin against the training workers and run many times slower.
         prepare_backbone(job)
-    torch.set_num_threads(threads)
     workers = min(int(cfg.workers), len(pending))
     if workers > 1:
         import multiprocessing

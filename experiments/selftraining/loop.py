@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from experiments.data.domains import is_stand_in, missing_data_error
 from experiments.infra import names
 from experiments.infra.logs import TrainingLogger, quiet_libraries
 from experiments.infra.runs import atomic_path, claimed, config_conflicts, finish_run, is_complete, stage
+from experiments.infra.threads import usable_threads
 from experiments.selftraining import checkpoints as ckpt
 from experiments.selftraining import recipe as st
 from experiments.selftraining.pretraining import backbone_weights, prepare_backbone
@@ -313,7 +313,7 @@ def _train(cfg: DictConfig, state: RunState) -> Path:
     prepare_backbone(cfg)
     quiet_libraries()
     res = cfg.resources
-    torch.set_num_threads(max(1, min(int(res.threads), os.cpu_count() or 1)))
+    torch.set_num_threads(usable_threads(res.threads))
     device = torch.device(res.device if res.device != "cuda" or torch.cuda.is_available() else "cpu")
     ckpt.seed_everything(int(cfg.seed))
     nets = build_networks(cfg, device)

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.infra import names
 from experiments.infra.runs import atomic_path, finish_run, is_complete, stage
+from experiments.infra.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +202,8 @@ def prepare_backbone(cfg: DictConfig) -> Path | None:
         # The weights depend on the thread count (CPU reductions split differently): pretrain
         # with the run's own threads, whatever the caller's setting, so that a backbone made up
         # front by a study equals the one its training job would have made.
-        threads = torch.get_num_threads()
-        wanted = cfg.get("resources", {}).get("threads")
-        if wanted:
-            torch.set_num_threads(max(1, min(int(wanted), os.cpu_count() or 1)))
-        try:
+        with torch_threads(cfg.get("resources", {}).get("threads")):
             return ensure_pretrained(cfg.segmentor.name, seed=int(cfg.init.pretrain_seed), runs_root=cfg.runs_root,
                                      overrides=OmegaConf.to_container(cfg.segmentor.overrides),
                                      **OmegaConf.to_container(cfg.pretrain))
-        finally:
-            torch.set_num_threads(threads)
     return weights
