@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from experiments.infra.runs import finish_run, is_complete, stage, write_json_atomic
+from experiments.infra.threads import usable_threads
 
 from .data import class_halves, load_split, select_classes, to_tensors
 from .models import build_classifier, imagenet_efficientnet_lite0_path
@@ -105,9 +108,12 @@ def run_seed(cfg: Mapping, seed: int, runs_dir: Path) -> dict[str, Any]:
     def build(start: str | None) -> torch.nn.Module:
         # Same seed for both halves: random-start panels share one random init, and
         # the output layer starts equal in every panel (only the backbone start differs).
+        # The start is resolved before seeding: making the digits pretraining draws random
+        # numbers, which must not reach the init (it is made by the first seed only).
+        weights = resolve_weights(start, cfg, runs_dir)
         torch.manual_seed(seed)
         model = build_classifier(model_cfg["name"], data["num_classes"], cfg["data"]["image_size"],
-                                 resolve_weights(start, cfg, runs_dir), model_cfg["bn_momentum"])
+                                 weights, model_cfg["bn_momentum"])
         return model.to(memory_format=torch.channels_last)
 
     def model_for(start: str, half: str) -> dict[str, torch.Tensor]:
@@ -200,19 +206,29 @@ def _run(cfg: Mapping, run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def _seed_job(job: tuple) -> None:
+    """One seed, written to ``seed<N>.json`` (temp file, then rename) as soon as it is done."""
+    cfg, seed, run_dir = job
+    torch.set_num_threads(usable_threads(cfg.get("num_threads") or torch.get_num_threads()))
+    write_json_atomic(Path(run_dir) / f"seed{seed}.json", run_seed(cfg, seed, Path(run_dir).parent))
+
+
 def _seeds(cfg: Mapping, run_dir: Path, began: float) -> tuple[dict[str, Any], dict[str, Path]]:
     from analysis.classification import verdicts, write_outputs
 
     runs_dir = run_dir.parent
-    seeds = []
-    for seed in cfg["seeds"]:
-        seed_file = run_dir / f"seed{seed}.json"
-        if seed_file.is_file():
-            seeds.append(json.loads(seed_file.read_text()))
-            continue
-        result = run_seed(cfg, int(seed), runs_dir)
-        write_json_atomic(seed_file, result)
-        seeds.append(result)
+    pending = [int(seed) for seed in cfg["seeds"] if not (run_dir / f"seed{seed}.json").is_file()]
+    workers = max(1, min(usable_threads(cfg.get("workers") or 1), len(pending)))
+    if workers == 1:
+        for seed in pending:
+            _seed_job((cfg, seed, run_dir))
+    else:  # seeds side by side, one process each; a seed's result is that of a serial run
+        for starts in cfg["panels"].values():  # a start made here (digits) is made once, first
+            for start in (starts["a"], starts["b"]):
+                resolve_weights(start, cfg, runs_dir)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_seed_job, [(cfg, seed, run_dir) for seed in pending]))
+    seeds = [json.loads((run_dir / f"seed{seed}.json").read_text()) for seed in cfg["seeds"]]
     note = REAL_DATA_NOTE.format(size=cfg["data"]["image_size"],
                                  train=cfg["data"]["train_per_class"])
     if cfg["data"]["name"] != "fashion_mnist":

@@ -3,8 +3,9 @@
 ``run_methods(cfg)`` (``python -m experiments.reproduce study=methods``) trains the
 single-target models of each setting (the Table 1 setting: two targets; the Table 3
 setting: four), merges them with every method of ``study.methods`` and scores each merge
-on the setting's targets, seed by seed. Per method it records what had to cross each
-domain's boundary besides the weights:
+on the setting's targets, seed by seed (``workers`` seeds side by side, each in its own
+process with ``resources.threads`` threads; the records do not depend on ``workers``). Per
+method it records what had to cross each domain's boundary besides the weights:
 
 - ``nothing``: the data-free merges (averaging, task arithmetic, TIES, DARE, Breadcrumbs,
   TSV-M, Iso-C, Iso-CTS, SLERP; BatchNorm statistics travel inside the weights);
@@ -29,8 +30,10 @@ midpoint (``alignment_curves``).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +56,14 @@ from experiments.infra import names
 from experiments.infra.logs import log_study
 from experiments.infra.measure import measured
 from experiments.infra.runs import finish_run, is_complete, read_manifest, stage
+from experiments.infra.threads import torch_threads, usable_threads
 from experiments.pipeline import stages
 from experiments.pipeline.merging import DATA_METHODS, _base_model
 from experiments.pipeline.rebasin import backbone_permutation_spec
 from experiments.pipeline.statistics import forward, run_statistic, statistic_file, unlabelled_batches
 
 log = logging.getLogger(__name__)
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 NOTHING, STATISTIC, IMAGES, ENSEMBLE = "nothing", "statistic", "images", "ensemble"
 
@@ -415,6 +420,49 @@ def _target_of(run: Path) -> str:
     return targets[0]
 
 
+def run_seed(cfg: DictConfig, seed: int, trained: Mapping[str, Path]) -> dict[str, Any]:
+    """Every method on every setting for one seed's trained models, and its alignment panel:
+    the records (mIoU per domain), each merge's costs and the run folders written."""
+    study = cfg.study
+    evaluators = {s: stages.Evaluator(cfg, list(spec.domains)) for s, spec in study.settings.items()}
+    records: list[dict] = []
+    costs: list[tuple[tuple[str, str], dict]] = []
+    runs: list[str] = []
+    for setting, setting_spec in study.settings.items():
+        members = list(setting_spec.members)
+        member_runs = [trained[m] for m in members]
+        member_domains = [_target_of(run) for run in member_runs]
+        for method, spec in study.methods.items():
+            if not applies(spec, len(members)):
+                continue
+            confusions, info = run_method(cfg, setting, method, spec, seed, member_runs, member_domains,
+                                          evaluators[setting])
+            costs.append(((setting, method), info))
+            runs.append(info["run"])
+            records += [{"setting": setting, "method": method, "seed": seed, "domain": d,
+                         "miou": 100.0 * mean_iou(c)} for d, c in confusions.items()]
+            log.info("methods %s %s seed %d: H %.2f", setting, method, seed,
+                     harmonic_mean([100.0 * mean_iou(c) for c in confusions.values()]))
+    if study.get("alignment"):
+        evaluator = stages.Evaluator(cfg, list(study.alignment.domains))
+        runs.append(str(alignment_curves(cfg, evaluator, study.alignment, seed, trained)))
+    return {"records": records, "costs": costs, "runs": runs}
+
+
+def _seed_in_worker(job: tuple) -> dict[str, Any]:
+    """``run_seed`` in a spawned worker: its own Hydra config search (merges compose
+    configs/merge.yaml), the run's thread count, progress lines on stderr."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    cfg, seed, trained = job
+    logging.basicConfig(level=logging.INFO, format=f"[seed {seed}] %(asctime)s %(name)s %(levelname)s - %(message)s")
+    torch.set_num_threads(usable_threads(cfg.resources.threads))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return run_seed(cfg, seed, trained)
+
+
 def run_methods(cfg: DictConfig) -> dict[str, Any]:
     """Run the methods study; return its records and the files it wrote."""
     started = time.time()
@@ -422,35 +470,27 @@ def run_methods(cfg: DictConfig) -> dict[str, Any]:
     results_dir = Path(cfg.results_dir) / study.name
     stages.ensure_data(cfg)
     all_domains = list(dict.fromkeys(d for s in study.settings.values() for d in s.domains))
-    evaluators = {s: stages.Evaluator(cfg, list(spec.domains)) for s, spec in study.settings.items()}
     stand_in = stages.data_is_stand_in(cfg, all_domains)
     note = STAND_IN_NOTE if stand_in else ""
     jobs = {(label, seed): stages.compose_train(cfg, list(overrides), seed, label)
             for seed in cfg.seeds for label, overrides in study.models.items()}
     folders = stages.train_models(cfg, jobs)
     runs = {str(p) for p in folders.values()}
+    jobs = [(cfg, seed, {label: folders[(label, seed)] for label in study.models}) for seed in cfg.seeds]
+    workers = max(1, min(usable_threads(cfg.workers), len(jobs)))
+    if workers > 1:  # seeds side by side, one process each (resources.threads threads)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_seed_in_worker, jobs))
+    else:
+        with torch_threads(cfg.resources.threads):  # the workers' count: results do not depend on workers
+            parts = [run_seed(*job) for job in jobs]
     records: list[dict] = []
     costs: dict[tuple[str, str], list[dict]] = {}
-    for seed in cfg.seeds:
-        trained = {label: folders[(label, seed)] for label in study.models}
-        for setting, setting_spec in study.settings.items():
-            members = list(setting_spec.members)
-            member_runs = [trained[m] for m in members]
-            member_domains = [_target_of(run) for run in member_runs]
-            for method, spec in study.methods.items():
-                if not applies(spec, len(members)):
-                    continue
-                confusions, info = run_method(cfg, setting, method, spec, seed, member_runs, member_domains,
-                                              evaluators[setting])
-                costs.setdefault((setting, method), []).append(info)
-                runs.add(info["run"])
-                records += [{"setting": setting, "method": method, "seed": seed, "domain": d,
-                             "miou": 100.0 * mean_iou(c)} for d, c in confusions.items()]
-                log.info("methods %s %s seed %d: H %.2f", setting, method, seed,
-                         harmonic_mean([100.0 * mean_iou(c) for c in confusions.values()]))
-        if study.get("alignment"):
-            evaluator = stages.Evaluator(cfg, list(study.alignment.domains))
-            runs.add(str(alignment_curves(cfg, evaluator, study.alignment, seed, trained)))
+    for part in parts:  # in seed order, whichever process ran them
+        records += part["records"]
+        for key, info in part["costs"]:
+            costs.setdefault(key, []).append(info)
+        runs |= set(part["runs"])
     files = write_outputs(cfg, records, costs, results_dir, note)
     if study.get("alignment"):
         files += alignment_outputs(cfg, results_dir, note)

@@ -24,8 +24,10 @@ the sweep's point at the main batch size is the mixed setting's own result.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 
 from experiments.data.labels import NUM_CLASSES
 from experiments.infra import names, runs
+from experiments.infra.threads import usable_threads
 from experiments.tta import build_adapter
 from experiments.tta.runner import Memo, run_stream
 from experiments.tta.streams import DEFAULT_CORRUPTIONS, build_streams, mixed
@@ -225,6 +228,36 @@ def _domains(root: Path, names: list[str], limit: int | None, splits: list[str]
     return out, counts
 
 
+def _seed_records(cfg: Mapping[str, Any], seed: int, source: list[dict], fisher: list[torch.Tensor],
+                  domains: Mapping[str, list[dict]], merge_domains: Mapping[str, list[dict]],
+                  pipeline_found: list, stand_in: bool, started: float) -> list[dict]:
+    """Both parts for one seed: its source models per normalisation (trained or read back)
+    in the wild settings, then the pipeline's models of that seed on the merging targets.
+    Nothing carries over from one seed to the next, so seeds may run in any order or side
+    by side (``cfg.workers``)."""
+    from experiments.tta import pipeline
+
+    torch.set_num_threads(usable_threads(cfg.get("threads") or torch.get_num_threads()))
+    models = {}
+    for norm in cfg.get("norms") or []:
+        run_dir = names.run_path(cfg["runs_root"], "tta", names.tta_source_run(norm, seed))
+        weights = train_source(norm, seed, source[:-cfg["fisher_images"]], cfg["source_iterations"],
+                               cfg["source_batch_size"], cfg["source_lr"], run_dir, stand_in=stand_in)
+        models[f"source_{norm}"] = (norm, _source_factory(weights, norm))
+    records = run_grid("norms", seed, models, domains, cfg["settings"], cfg["methods"],
+                       cfg["sweep_batch_sizes"], cfg, fisher, started)
+    pipeline_models = {m.label: (pipeline.norm_of(m), pipeline.factory(m)) for m in pipeline_found}
+    if pipeline_models:
+        merging = cfg.get("merging") or {}
+        records += run_grid("merging", seed, pipeline_models, merge_domains, merging["settings"],
+                            merging.get("methods") or cfg["methods"], [], cfg, fisher, started)
+    return records
+
+
+def _seed_records_job(job: tuple) -> list[dict]:
+    return _seed_records(*job)
+
+
 def run_experiment(cfg: Mapping[str, Any]) -> dict:
     """Run both parts described by ``cfg`` (configs/adapt.yaml) and write the report.
 
@@ -241,7 +274,7 @@ def run_experiment(cfg: Mapping[str, Any]) -> dict:
     if cfg["scale"].get("generate"):
         generate_scale(cfg["scale"])  # the same miniature every other stage of this scale reads
     cfg = _plain(cfg)
-    torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
+    torch.set_num_threads(usable_threads(cfg.get("threads") or torch.get_num_threads()))
     out_dir = Path(cfg["out_dir"])
     root = Path(cfg["scale"]["data_root"])
     stand_in = is_stand_in(domain_root(root, d) for d in ["gta", *cfg["domains"]])
@@ -267,20 +300,15 @@ def run_experiment(cfg: Mapping[str, Any]) -> dict:
     merge_domains, merge_counts = (_domains(root, [d for d in cfg["domains"] if d in merging["domains"]],
                                             merging.get("images_per_domain"), list(merging.get("splits") or splits))
                                    if entries else ({}, {}))
-    records = []
-    for seed in cfg["seeds"]:
-        models = {}
-        for norm in cfg.get("norms") or []:
-            run_dir = names.run_path(cfg["runs_root"], "tta", names.tta_source_run(norm, seed))
-            weights = train_source(norm, seed, source[:-cfg["fisher_images"]], cfg["source_iterations"],
-                                   cfg["source_batch_size"], cfg["source_lr"], run_dir, stand_in=stand_in)
-            models[f"source_{norm}"] = (norm, _source_factory(weights, norm))
-        records += run_grid("norms", seed, models, domains, cfg["settings"], cfg["methods"],
-                            cfg["sweep_batch_sizes"], cfg, fisher, started)
-        pipeline_models = {m.label: (pipeline.norm_of(m), pipeline.factory(m)) for m in found.get(seed, [])}
-        if pipeline_models:
-            records += run_grid("merging", seed, pipeline_models, merge_domains, merging["settings"],
-                                merging.get("methods") or cfg["methods"], [], cfg, fisher, started)
+    jobs = [(cfg, seed, source, fisher, domains, merge_domains, found.get(seed, []), stand_in, started)
+            for seed in cfg["seeds"]]
+    workers = max(1, min(usable_threads(cfg.get("workers") or 1), len(jobs)))
+    if workers == 1:
+        per_seed = [_seed_records(*job) for job in jobs]
+    else:  # seeds side by side, one process each; every seed's records are those of a serial run
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_seed = list(pool.map(_seed_records_job, jobs))
+    records = [r for part in per_seed for r in part]
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json_atomic(out_dir / "records.json", records)
     seconds = time.perf_counter() - started

@@ -243,6 +243,32 @@ def test_tiny_end_to_end_run(tmp_path):
     assert not (run_dir / "seed0.json").exists()
 
 
+def _without_seconds(value):
+    if isinstance(value, dict):
+        return {k: _without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_without_seconds(v) for v in value]
+    return value
+
+
+def test_seeds_side_by_side_give_the_serial_results(tmp_path):
+    """workers=2 trains the seeds in two processes (the digits pretraining made once,
+    before them); each seed's result is the serial run's, where seed 0 made the
+    pretraining itself: making it must not shift the random init that follows."""
+    data = write_fashion_mnist(tmp_path / "fm", per_class=4)
+    results = {}
+    for workers in (1, 2):
+        cfg = tiny_config(tmp_path / f"w{workers}", data)
+        cfg.update(workers=workers, reestimate_per_class=None)
+        cfg["panels"] = {"pretrained": {"a": "imagenet", "b": "imagenet"},
+                         "two_pretrainings": {"a": "imagenet", "b": "digits"}}
+        run_classification(cfg)
+        results[workers] = [json.loads((tmp_path / f"w{workers}/runs/tiny/seed{s}.json").read_text())
+                            for s in (0, 1)]
+    assert _without_seconds(results[2]) == _without_seconds(results[1])
+    assert results[1][0]["panels"]["two_pretrainings"]["accuracy_b"] is not None
+
+
 def test_configs_compose():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf

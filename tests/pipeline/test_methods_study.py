@@ -108,3 +108,32 @@ def test_a_second_run_merges_and_computes_nothing_again(study, mini_data, monkey
     again = run_tiny_study(study["root"], mini_data, "methods", extra=LITE0)
     assert json.dumps(again["records"], sort_keys=True) == json.dumps(study["result"]["records"], sort_keys=True)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.exists())
+
+
+def test_seeds_side_by_side_give_the_records_of_a_serial_run(tmp_path, mini_data):
+    """workers=2 runs each seed's merges in its own spawned process (Hydra composed there,
+    resources.threads threads): from the same trained models, the records are those of a
+    run in this process, in seed order."""
+    import shutil
+
+    from experiments.pipeline.studies import run_study
+    from tiny_studies import TINY_TRAIN, study_overrides
+
+    def run(root: Path, workers: int) -> list[dict]:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose("reproduce", overrides=[*study_overrides(root, mini_data, "methods", (0, 1)),
+                                                  f"workers={workers}", "study.alignment=null"])
+            cfg.scale.train_overrides = TINY_TRAIN
+            cfg.study.methods = {"midpoint": {"fusion": "midpoint"}, "ties": {"fusion": "ties"},
+                                 "regmean": {"fusion": "regmean", "statistic": "regmean"},
+                                 "ensemble": {"ensemble": True}}
+            return run_study(cfg)["records"]
+
+    serial = run(tmp_path / "a", 1)
+    (tmp_path / "b" / "runs").mkdir(parents=True)
+    for folder in (tmp_path / "a" / "runs").iterdir():  # the trained models (and their pretraining), not the merges
+        if folder.name not in ("merge", "evaluate", "statistics"):
+            shutil.copytree(folder, tmp_path / "b" / "runs" / folder.name)
+    parallel = run(tmp_path / "b", 2)
+    assert [r["seed"] for r in serial] == [r["seed"] for r in parallel] and {r["seed"] for r in serial} == {0, 1}
+    assert parallel == serial

@@ -471,6 +471,35 @@ def test_merged_model_of_a_tiny_pipeline_run_loads_and_adapts(mini_data, tmp_pat
     assert len(verdict) == 1 + 2 * 4  # settings x TTA methods
 
 
+@pytest.mark.filterwarnings("ignore:.*statistics of one image")
+def test_seeds_side_by_side_give_the_records_of_a_serial_run(mini_data, tmp_path):
+    """workers=2 runs the seeds in two processes; every record (source training included)
+    is the serial run's, in the same order; only the wall-clock fields differ."""
+    import json
+
+    from experiments.tta.experiment import run_experiment
+
+    def run(workers: int) -> list[dict]:
+        out = tmp_path / f"w{workers}"
+        cfg = _adapt_config(mini_data, out, ["seeds=[0,1]", f"workers={workers}", "models=[]", "norms=[bn,gn]",
+                                             "source_iterations=3", "settings=[mixed,batch1]",
+                                             "methods=[source,bn_adapt,tent,sar]", "sweep_batch_sizes=[]"])
+        run_experiment(cfg)
+        return json.loads((out / "out" / "records.json").read_text())
+
+    serial, parallel = run(1), run(2)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+    assert [r["seed"] for r in parallel] == [r["seed"] for r in serial] and {r["seed"] for r in serial} == {0, 1}
+    assert strip(parallel) == strip(serial)
+    for seed in (0, 1):
+        a = torch.load(tmp_path / f"w1/runs/tta/source_bn_s{seed}/model.pth", weights_only=True)
+        b = torch.load(tmp_path / f"w2/runs/tta/source_bn_s{seed}/model.pth", weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_the_corrupted_setting_corrupts_every_image_of_the_mixed_stream_in_turn():
     rng = np.random.default_rng(0)
     samples = {d: [{"image": rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), "label": np.zeros((16, 24), np.uint8),
