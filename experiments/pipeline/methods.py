@@ -61,9 +61,9 @@ from experiments.pipeline import stages
 from experiments.pipeline.merging import DATA_METHODS, _base_model
 from experiments.pipeline.rebasin import backbone_permutation_spec
 from experiments.pipeline.statistics import forward, run_statistic, statistic_file, unlabelled_batches
-from experiments.recipe import CONFIGS
 
 log = logging.getLogger(__name__)
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 NOTHING, STATISTIC, IMAGES, ENSEMBLE = "nothing", "statistic", "images", "ensemble"
 
