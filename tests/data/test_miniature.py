@@ -150,3 +150,20 @@ def test_interrupted_generation_leaves_no_half_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(writers, "write_sample", real)
     out = generate(tmp_path / "mini", **{**TINY, "datasets": ["gta"]})
     assert len(datasets.load("gta", out / "gta", "all")) == 4
+
+
+def test_each_pixel_is_coloured_from_its_own_class():
+    """An object made of several classes (a sign on its pole, a rider on a bicycle) is one
+    instance per class, so each part takes its colour from its own class's palette."""
+    from experiments.data.miniature.classes import IGNORE, RIDER, TRAFFIC_LIGHT, TRAFFIC_SIGN
+    from experiments.data.miniature.domains import DOMAINS
+    from experiments.data.miniature.scenes import render_layout
+
+    seen = set()
+    for seed, name in enumerate(["cityscapes", "idd"] * 4):
+        scene = render_layout(DOMAINS[name].layout, np.random.default_rng(seed), 256, 128)
+        owner = np.asarray(scene.instance_class)[scene.instance]
+        labelled = scene.label != IGNORE
+        assert (owner[labelled] == scene.label[labelled]).all()
+        seen |= set(np.unique(scene.label[labelled]).tolist())
+    assert {RIDER, TRAFFIC_LIGHT, TRAFFIC_SIGN} <= seen  # the multi-class objects were drawn
