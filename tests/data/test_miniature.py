@@ -12,6 +12,9 @@ import pytest
 from experiments.data import datasets
 from experiments.data.miniature import NOTE, generate, render_sample, writers
 from experiments.data.miniature import builder as G
+from experiments.data.miniature.classes import IGNORE, RIDER, TRAFFIC_LIGHT, TRAFFIC_SIGN
+from experiments.data.miniature.domains import DOMAINS
+from experiments.data.miniature.scenes import render_layout
 from experiments.data.miniature.report import tree_digest
 
 SIZE = (64, 32)
@@ -155,10 +158,6 @@ def test_interrupted_generation_leaves_no_half_dataset(tmp_path, monkeypatch):
 def test_each_pixel_is_coloured_from_its_own_class():
     """An object made of several classes (a sign on its pole, a rider on a bicycle) is one
     instance per class, so each part takes its colour from its own class's palette."""
-    from experiments.data.miniature.classes import IGNORE, RIDER, TRAFFIC_LIGHT, TRAFFIC_SIGN
-    from experiments.data.miniature.domains import DOMAINS
-    from experiments.data.miniature.scenes import render_layout
-
     seen = set()
     for seed, name in enumerate(["cityscapes", "idd"] * 4):
         scene = render_layout(DOMAINS[name].layout, np.random.default_rng(seed), 256, 128)

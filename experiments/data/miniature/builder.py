@@ -24,7 +24,9 @@ from experiments.data.miniature.scenes import render_layout
 from experiments.data.miniature.styles import render_image, to_uint8
 from experiments.infra.runs import write_json_atomic
 
-GENERATOR_VERSION = "2.1"  # 2.0: Cityscapes focal length, textured game source, calibrated domains; 2.1: small objects enlarged (docs/calibration.md)
+# 2.0: Cityscapes focal length, textured game source, calibrated domains; 2.1: one instance per
+# class of an object, small objects enlarged (docs/calibration.md)
+GENERATOR_VERSION = "2.1"
 DATASETS = ("gta", "synthia", "cityscapes", "idd", "acdc", "darkzurich")
 SOURCES = ("gta", "synthia")
 _PREVIEW = 3  # samples per domain kept for the contact sheet

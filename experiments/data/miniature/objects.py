@@ -264,12 +264,13 @@ def place_objects(scene, cam: Camera, street: Street, layout, rng: np.random.Gen
         if not hit.any():
             continue
         index = mask[hit] - 1
-        scene.label[hit] = np.array([p[1] for p in parts], np.uint8)[index]
+        part_class = [int(p[1]) for p in parts]
+        scene.label[hit] = np.array(part_class, np.uint8)[index]
         scene.part[hit] = np.array([p[2] for p in parts], np.uint8)[index]
         # One instance per class of the object, so each is coloured from its own class's palette
         # (a sign's plate is not painted in its pole's grey, nor a rider in the bicycle's colour).
-        classes = list(dict.fromkeys(int(p[1]) for p in parts))
-        ids = np.array([len(scene.instance_class) + classes.index(int(p[1])) for p in parts], np.int32)
+        classes = list(dict.fromkeys(part_class))
+        ids = np.array([len(scene.instance_class) + classes.index(c) for c in part_class], np.int32)
         scene.instance[hit] = ids[index]
         scene.instance_class.extend(classes)
         scene.surface[hit] = 5
